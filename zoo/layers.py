@@ -1,0 +1,41 @@
+"""Custom layers used by zoo builders; registered so saved models load in Keras' safe mode."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class ShortcutPad(keras.layers.Layer):
+    """Parameter-free residual shortcut: subsample by `strides` and zero-pad the channels.
+
+    The "option A" identity shortcut of He et al. 2015, section 4.2, used by the CIFAR ResNets.
+
+    Args:
+        filters: channel count of the output; at least the input's.
+        strides: spatial subsampling factor.
+    """
+
+    def __init__(self, filters: int, strides: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.strides = int(strides)
+
+    def call(self, x):
+        if self.strides > 1:
+            x = x[:, :: self.strides, :: self.strides, :]
+        extra = self.filters - x.shape[-1]
+        if extra:
+            x = ops.pad(x, [[0, 0], [0, 0], [0, 0], [extra // 2, extra - extra // 2]])
+        return x
+
+    def compute_output_shape(self, input_shape):
+        def down(n):
+            return None if n is None else -(-n // self.strides)
+
+        batch, h, w, _ = input_shape
+        return (batch, down(h), down(w), self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "strides": self.strides}

@@ -1,0 +1,243 @@
+"""The recipe schema: strict, frozen, typed. Derived values (steps per epoch) are never stored."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+# Keras preprocessing layers a recipe may name in [[augment]]; each runs in the training input
+# pipeline only, on {"images", "labels"} batches of raw pixel values in [0, 255].
+AUGMENT_LAYERS = (
+    "AugMix", "AutoContrast", "CutMix", "Equalization", "MixUp", "RandAugment",
+    "RandomBrightness", "RandomColorDegeneration", "RandomColorJitter", "RandomContrast",
+    "RandomCrop", "RandomElasticTransform", "RandomErasing", "RandomFlip", "RandomGaussianBlur",
+    "RandomGrayscale", "RandomHue", "RandomInvert", "RandomPerspective", "RandomPosterization",
+    "RandomRotation", "RandomSaturation", "RandomSharpness", "RandomShear", "RandomTranslation",
+    "RandomZoom", "Solarization",
+)
+# These mix pairs of examples and so need one-hot labels.
+MIXING_LAYERS = ("CutMix", "MixUp")
+
+OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop"}
+
+
+def _keyword_arguments(cls) -> list[str]:
+    params = inspect.signature(cls.__init__).parameters
+    return [
+        p for p, v in params.items()
+        if p not in ("self", "name", "dtype") and v.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
+
+
+def _check_arguments(what: str, cls, args: dict) -> None:
+    allowed = _keyword_arguments(cls)
+    unknown = sorted(set(args) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"{what} has no argument {', '.join(repr(u) for u in unknown)}; "
+            f"allowed: {', '.join(allowed)}"
+        )
+
+
+class ModelConfig(_Strict):
+    name: str
+    args: dict[str, Any] = {}
+
+
+class DataConfig(_Strict):
+    source: Literal["tfds", "idx", "image_folder", "digits"]
+    name: str | None = None
+    path: str | None = None
+    data_dir: str | None = None
+    train_split: str = "train"
+    eval_split: str | None = "test"
+    validation_split: Fraction = 0.1
+    image_size: Annotated[list[PositiveInt], Field(min_length=2, max_length=2)]
+    channels: Literal[1, 3] = 3
+    normalization: Literal["scale", "standardize", "none"] = "scale"
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    batch_size: PositiveInt = 32
+    cache: bool = True
+    shuffle: bool = True
+    shuffle_buffer: PositiveInt = 10_000
+    classes: list[str] | None = None
+    max_per_class: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _source_fields(self):
+        if self.source == "tfds" and not self.name:
+            raise ValueError("source 'tfds' needs data.name, the TFDS dataset name")
+        if self.source in ("idx", "image_folder") and not self.path:
+            raise ValueError(f"source {self.source!r} needs data.path, the dataset folder")
+        if self.normalization == "standardize":
+            for key in ("mean", "std"):
+                value = getattr(self, key)
+                if value is None or len(value) != self.channels:
+                    raise ValueError(
+                        f"normalization 'standardize' needs data.{key} with one value per "
+                        f"channel ({self.channels}), received {value!r}"
+                    )
+            if any(s <= 0 for s in self.std):
+                raise ValueError(f"data.std must be positive, received {self.std!r}")
+        return self
+
+
+class AugmentLayer(BaseModel):
+    """One Keras preprocessing layer: `layer` names it, the other keys are its arguments."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    layer: str
+
+    @field_validator("layer")
+    @classmethod
+    def _known_layer(cls, name):
+        if name not in AUGMENT_LAYERS:
+            raise ValueError(
+                f"unknown augmentation layer {name!r}; allowed: {', '.join(AUGMENT_LAYERS)}"
+            )
+        return name
+
+    @property
+    def args(self) -> dict:
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _known_arguments(self):
+        import keras
+
+        _check_arguments(f"augmentation layer {self.layer}", getattr(keras.layers, self.layer),
+                         self.args)
+        return self
+
+
+class OptimizerConfig(BaseModel):
+    """`name` and `learning_rate`, then any argument of the Keras optimizer class."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: Literal["sgd", "adam", "adamw", "rmsprop"]
+    learning_rate: PositiveFloat
+
+    @property
+    def args(self) -> dict:
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _known_arguments(self):
+        import keras
+
+        cls = getattr(keras.optimizers, OPTIMIZERS[self.name])
+        _check_arguments(f"optimizer {self.name!r}", cls, self.args)
+        return self
+
+
+class ConstantSchedule(_Strict):
+    name: Literal["constant"]
+    warmup_epochs: Annotated[float, Field(ge=0)] = 0
+
+
+class CosineSchedule(_Strict):
+    name: Literal["cosine"]
+    warmup_epochs: Annotated[float, Field(ge=0)] = 0
+    alpha: Annotated[float, Field(ge=0, le=1)] = 0.0
+
+
+class StepSchedule(_Strict):
+    """Multiplies the learning rate by `factor` at each boundary: `boundaries` in epochs, or
+    `fractions` of fit.epochs (so that `--set fit.epochs=N` keeps the schedule's shape)."""
+
+    name: Literal["step"]
+    warmup_epochs: Annotated[float, Field(ge=0)] = 0
+    boundaries: Annotated[list[PositiveFloat], Field(min_length=1)] | None = None
+    fractions: Annotated[list[Fraction], Field(min_length=1)] | None = None
+    factor: PositiveFloat = 0.1
+
+    @model_validator(mode="after")
+    def _one_of(self):
+        if (self.boundaries is None) == (self.fractions is None):
+            raise ValueError("schedule 'step' needs exactly one of boundaries (epochs) or "
+                             "fractions (of fit.epochs)")
+        return self
+
+
+class ExponentialSchedule(_Strict):
+    """Multiplies the learning rate by `decay_rate` every `decay_epochs`."""
+
+    name: Literal["exponential"]
+    warmup_epochs: Annotated[float, Field(ge=0)] = 0
+    decay_rate: PositiveFloat
+    decay_epochs: PositiveFloat = 1.0
+
+
+Schedule = Annotated[
+    ConstantSchedule | CosineSchedule | StepSchedule | ExponentialSchedule,
+    Field(discriminator="name"),
+]
+
+
+class CompileConfig(_Strict):
+    optimizer: OptimizerConfig
+    schedule: Schedule = ConstantSchedule(name="constant")
+    loss: Literal["sparse_categorical_crossentropy", "categorical_crossentropy"] = (
+        "sparse_categorical_crossentropy"
+    )
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    metrics: list[Literal["accuracy", "top5_accuracy"]] = ["accuracy"]
+
+
+class EarlyStopping(_Strict):
+    monitor: str = "val_loss"
+    patience: PositiveInt = 5
+    min_delta: Annotated[float, Field(ge=0)] = 0.0
+    restore_best_weights: bool = True
+
+
+class FitConfig(_Strict):
+    epochs: PositiveInt
+    monitor: str = "val_accuracy"
+    early_stopping: EarlyStopping | None = None
+    verbose: Literal[0, 1, 2, "auto"] = "auto"
+
+
+class RuntimeConfig(_Strict):
+    seed: int = 42
+    strategy: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"
+    precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
+    jit_compile: Literal["auto"] | bool = "auto"
+
+
+class Recipe(_Strict):
+    """A whole recipe; `name` is the file's stem, set by the loader."""
+
+    name: str
+    description: Annotated[str, Field(min_length=1)]
+    task: Literal["classification"]
+    model: ModelConfig
+    data: DataConfig
+    augment: list[AugmentLayer] = []
+    compile: CompileConfig
+    fit: FitConfig
+    runtime: RuntimeConfig = RuntimeConfig()
+
+    @property
+    def one_hot_labels(self) -> bool:
+        """Label smoothing and mixing augmentations need one-hot labels."""
+        return (
+            self.compile.loss == "categorical_crossentropy"
+            or self.compile.label_smoothing > 0
+            or any(a.layer in MIXING_LAYERS for a in self.augment)
+        )
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json", exclude_none=True)

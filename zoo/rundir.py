@@ -1,0 +1,50 @@
+"""The run directory layout and atomic file writes (temp file, then rename)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+RECIPE = "recipe.toml"
+MODEL = "model.keras"
+HISTORY = "history.csv"
+METRICS = "metrics.json"
+CURVES = "curves.png"
+CHECKPOINTS = "checkpoints"
+BACKUP = "checkpoints/backup"
+BEST = "checkpoints/best.keras"
+STATE = "checkpoints/state.json"
+TENSORBOARD = "tensorboard"
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path, suffix: str = ""):
+    """Yields a temporary path beside `path`; renames it onto `path` if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix,
+                               dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: Path, data: dict) -> None:
+    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: Path) -> dict:
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else {}

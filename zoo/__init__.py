@@ -1,6 +1,35 @@
-"""zoo: a Keras 3 model zoo with a registry of classic CNNs and declarative training recipes."""
+"""zoo: a Keras 3 model zoo with a registry of classic CNNs and declarative training recipes.
 
+Example:
+
+```python
+import zoo
+
+model = zoo.get("resnet20", input_shape=(32, 32, 3), classes=10)
+run = zoo.train("lenet_digits", output="runs/digits")
+```
+"""
+
+from zoo.errors import ZooError
+from zoo.recipes import list_recipes, load_recipe
 from zoo.registry import get, info, list_models, register
 
-__all__ = ["get", "info", "list_models", "register"]
+__all__ = [
+    "ZooError", "evaluate", "get", "info", "list_models", "list_recipes", "load_recipe",
+    "register", "train",
+]
 __version__ = "0.1.0"
+
+
+def train(recipe, *, output=None, resume=False, callbacks=(), log=print):
+    """Trains a recipe (a name, a path or a `Recipe`); see `zoo.training.train`."""
+    from zoo.training import train as _train
+
+    return _train(recipe, output=output, resume=resume, callbacks=callbacks, log=log)
+
+
+def evaluate(run_dir):
+    """Re-evaluates a finished run; see `zoo.training.evaluate_run`."""
+    from zoo.training import evaluate_run
+
+    return evaluate_run(run_dir)

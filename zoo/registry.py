@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from zoo.errors import ZooError, suggest
 
 _REGISTRY: dict[str, ModelSpec] = {}
+_PARAMETERS: dict[str, int] = {}  # a cache of ModelSpec.parameter_count
 
 
 @dataclass(frozen=True)
@@ -27,9 +29,11 @@ class ModelSpec:
     paper: str
     summary: str
 
-    def parameter_count(self, **kwargs) -> int:
-        """Trainable parameters of the model built with the default input shape and `kwargs`."""
-        return _trainable_count(self.builder(**kwargs))
+    def parameter_count(self) -> int:
+        """Trainable parameters of the model built with its default arguments (cached)."""
+        if self.name not in _PARAMETERS:
+            _PARAMETERS[self.name] = _trainable_count(self.builder())
+        return _PARAMETERS[self.name]
 
     def as_dict(self, with_parameters: bool = True) -> dict:
         out = {
@@ -46,7 +50,7 @@ class ModelSpec:
 
 
 def _trainable_count(model) -> int:
-    return int(sum(int(w.numpy().size) for w in model.trainable_weights))
+    return int(sum(math.prod(w.shape) for w in model.trainable_weights))
 
 
 def register(

@@ -58,7 +58,8 @@ def learning_rate(cfg: CompileConfig, steps_per_epoch: int, epochs: int):
         after = schedules.CosineDecay(lr, decay_steps=total, alpha=s.alpha)
     elif s.name == "step":
         epochs_at = s.boundaries or [f * epochs for f in s.fractions]
-        boundaries = [max(0, round(b * steps_per_epoch) - warmup) for b in epochs_at]
+        # PiecewiseConstantDecay changes value after a boundary step: the step before the epoch.
+        boundaries = [max(0, round(b * steps_per_epoch) - warmup - 1) for b in epochs_at]
         values = [lr * s.factor**i for i in range(len(boundaries) + 1)]
         after = schedules.PiecewiseConstantDecay(boundaries, values)
     else:

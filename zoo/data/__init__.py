@@ -142,13 +142,18 @@ def _tfds(cfg: DataConfig, seed):
         try:
             ds = b.as_dataset(split=split, as_supervised=True, shuffle_files=split == train_split,
                               read_config=_read_config(seed))
-            count = b.info.splits[split].num_examples
+            count = b.info.splits[split].num_examples if b.info.splits else _count(ds)
         except (KeyError, ValueError) as e:
             raise ZooError(f"TFDS dataset {cfg.name!r} has no split {split!r}; it has "
                            f"{', '.join(b.info.splits)}") from e
         ds, count = _tfds_subset(ds, count, names, cfg)
         out.append(_Examples(ds, count))
     return out[0], out[1], list(cfg.classes or names), eval_name
+
+
+def _count(ds) -> int:
+    n = int(ds.cardinality())
+    return n if n >= 0 else int(ds.reduce(0, lambda a, _: a + 1))
 
 
 def _read_config(seed):
@@ -177,8 +182,7 @@ def _tfds_subset(ds, count, names, cfg: DataConfig):
     out = parts[0]
     for p in parts[1:]:
         out = out.concatenate(p)
-    size = int(out.map(lambda x, y: 1).reduce(0, lambda a, b: a + b).numpy())
-    return out, size
+    return out, _count(out)
 
 
 def _source(cfg: DataConfig, seed: int):

@@ -54,8 +54,8 @@ def builder(name: str, data_dir: str | None):
 
 def split_names(b, train_split: str, eval_split: str | None, validation_split: float):
     """The train and eval split strings, carving a validation slice off train when the dataset
-    has no `eval_split`."""
-    if eval_split and eval_split in b.info.splits:
+    has no `eval_split` (a builder that does not list its splits gets the one asked for)."""
+    if eval_split and (eval_split in b.info.splits or not b.info.splits):
         return train_split, eval_split, eval_split
     keep = round(100 * (1 - validation_split))
     return f"{train_split}[:{keep}%]", f"{train_split}[{keep}%:]", f"last {100 - keep}% of train"

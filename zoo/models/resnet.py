@@ -146,11 +146,14 @@ def _variant(name, *, block, depths, stem):
     layers_count = (3 if block == "bottleneck" else 2) * sum(depths) + 2
     build.__name__ = name
     build.__doc__ = DOC.format(
-        title=f"ResNet-{layers_count}" + ("" if imagenet else " for CIFAR-sized images"),
+        title=(
+            f"ResNet-{layers_count}, the ImageNet net: {block} blocks {depths}" if imagenet
+            else f"ResNet-{layers_count} for 32x32 images: CIFAR, 6n+2 layers with n={depths[0]}"
+        ),
         note=(
-            f"The ImageNet net of the paper, {block} blocks {depths}."
+            "Section 3.3 and table 1 of the paper, with the 7x7 stem for ImageNet-sized images."
             if imagenet
-            else f"Section 4.2 of the paper: 6n+2 layers with n={depths[0]}, for 32x32 images."
+            else "Section 4.2 of the paper: three stages of 16, 32 and 64 filters."
         ),
         default=default,
         shortcut=default_shortcut,

@@ -54,6 +54,17 @@ class ModelConfig(_Strict):
     name: str
     args: dict[str, Any] = {}
 
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, name):
+        from zoo import registry
+        from zoo.errors import suggest
+
+        if name not in registry.list_models():
+            raise ValueError(str(suggest(name, registry.list_models(), what="model",
+                                         hint="`zoo list models` shows them all")))
+        return name
+
 
 class DataConfig(_Strict):
     source: Literal["tfds", "idx", "image_folder", "digits"]

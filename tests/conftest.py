@@ -1,0 +1,24 @@
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def shared_data(name: str) -> Path:
+    """A folder of the real datasets in $ZOO_TEST_DATA. Where the variable is set (CI sets it)
+    a missing folder is a failure, never a silent skip; where it is not set, the test skips."""
+    root = os.environ.get("ZOO_TEST_DATA")
+    if not root:
+        pytest.skip("ZOO_TEST_DATA is not set: real-data test skipped (CI sets it)")
+    path = Path(root) / name
+    if not path.is_dir():
+        pytest.fail(f"ZOO_TEST_DATA={root} has no {name}/ folder")
+    return path
+
+
+@pytest.fixture
+def quiet():
+    """Silences zoo's progress lines in tests."""
+    return lambda *a, **k: None

@@ -1,0 +1,95 @@
+"""The command line as a user runs it: the real console scripts, in a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def run(*args, cwd=None):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=600)
+
+
+def test_zoo_train_lenet_digits_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    result = run("zoo-train", "lenet_digits", "--set", "fit.epochs=12", "--set",
+                 "fit.verbose=2", "--output", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "zoo: finished" in result.stdout and "accuracy=" in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["accuracy"] >= 0.95
+    assert "epochs = 12" in (out / "recipe.toml").read_text()
+
+    evaluated = run("zoo", "eval", str(out))
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert json.loads(evaluated.stdout)["accuracy"] == pytest.approx(metrics["accuracy"])
+
+
+def test_default_run_directory(tmp_path):
+    result = run("zoo-train", "lenet_digits", "--set", "fit.epochs=1", "--set", "fit.verbose=0",
+                 cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert run_dir.name.startswith("lenet_digits-")
+    assert (run_dir / "metrics.json").is_file()
+
+
+def test_list_info_show():
+    models = run("zoo", "list")
+    assert models.returncode == 0
+    assert "resnet20" in models.stdout and "vgg16_bn" in models.stdout
+    recipes = run("zoo", "list", "recipes")
+    assert "lenet_digits" in recipes.stdout and "resnet50_imagenette" in recipes.stdout
+    info = run("zoo", "info", "resnet50")
+    assert "25,557,032" in info.stdout and "He et al. 2015" in info.stdout
+    show = run("zoo", "show", "resnet56_cifar10", "--set", "fit.epochs=7")
+    assert show.returncode == 0
+    assert 'name = "resnet56"' in show.stdout and "epochs = 7" in show.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["zoo-train", "lenet_digits", "--set", "data.batch_sise=3"],
+         "data.batch_sise is not a recipe key"),
+        (["zoo-train", "lenet_digits", "--set", "fit.epochs='ten'"],
+         "fit.epochs: input should be a valid integer, received 'ten'"),
+        (["zoo-train", "lenet_digits", "--set", "model.name=resnet2O"],
+         "model.name: unknown model 'resnet2O'; did you mean"),
+        (["zoo-train", "lenet_digits", "--set", "augment=[{layer='RandomFlop'}]"],
+         "unknown augmentation layer 'RandomFlop'"),
+        (["zoo-train", "lenet_mnist", "--set", "data.source=idx", "--set",
+          "data.path=/no/such/mnist"], "data.path '/no/such/mnist' is not a folder"),
+        (["zoo-train", "lenet_digitz"], "unknown recipe 'lenet_digitz'; did you mean"),
+        (["zoo-train", "lenet_digits", "--resume"], "--resume needs --output"),
+        (["zoo", "info", "resnet"], "unknown model 'resnet'"),
+        (["zoo", "eval", "/no/such/run"], "is not a finished zoo run"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(args, message, tmp_path):
+    result = run(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    result = run("zoo-train", "lenet_digits", "--debug", "--set", "data.batch_sise=3",
+                 cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr and "ZooError" in result.stderr
+
+
+def test_help_on_every_command():
+    for args in (["zoo", "--help"], ["zoo-train", "--help"], ["zoo", "list", "--help"],
+                 ["zoo", "info", "--help"], ["zoo", "show", "--help"], ["zoo", "eval", "--help"]):
+        result = run(*args)
+        assert result.returncode == 0 and "Usage:" in result.stdout, args

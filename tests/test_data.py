@@ -1,0 +1,226 @@
+"""Data sources and the pipeline, on small data written by the tests and on TFDS mock data."""
+
+import gzip
+import struct
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from zoo.data import arrays, build
+from zoo.errors import ZooError
+from zoo.recipes import load_recipe
+
+
+def write_idx(path, array, gz):
+    codes = {np.dtype(np.uint8): 0x08}
+    header = bytes([0, 0, codes[array.dtype], array.ndim]) + struct.pack(
+        f">{array.ndim}I", *array.shape)
+    data = header + array.tobytes()
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        path.write_bytes(gzip.compress(data))
+    else:
+        path.write_bytes(data)
+
+
+@pytest.fixture
+def idx_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for prefix, n, gz in (("train", 60, True), ("t10k", 20, False)):
+        labels = np.arange(n, dtype=np.uint8) % 3
+        images = (rng.uniform(0, 50, (n, 28, 28)) + labels[:, None, None] * 60).astype(np.uint8)
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", images, gz)
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", labels, gz)
+    return tmp_path
+
+
+def recipe(**data):
+    overrides = [f"data.{k}={v!r}" if isinstance(v, str) else f"data.{k}={v}"
+                 for k, v in data.items()]
+    return load_recipe("lenet_digits", overrides)
+
+
+def first_batch(ds):
+    x, y = next(iter(ds))
+    return x.numpy(), y.numpy()
+
+
+def test_read_idx_gz_and_plain(idx_folder):
+    images = arrays.read_idx(idx_folder / "train-images-idx3-ubyte.gz")
+    labels = arrays.read_idx(idx_folder / "t10k-labels-idx1-ubyte")
+    assert images.shape == (60, 28, 28) and images.dtype == np.uint8
+    assert labels.tolist() == [i % 3 for i in range(20)]
+
+
+def test_read_idx_rejects_other_files(tmp_path):
+    path = tmp_path / "x"
+    path.write_bytes(b"\x89PNG....")
+    with pytest.raises(ZooError, match="not an IDX file"):
+        arrays.read_idx(path)
+
+
+def test_idx_source_uses_t10k_as_eval(idx_folder):
+    data = build(recipe(source="idx", path=str(idx_folder), image_size=[28, 28],
+                        batch_size=8))
+    assert (data.train_count, data.eval_count, data.eval_name) == (60, 20, "test")
+    assert data.class_names == ["0", "1", "2"]
+    assert data.steps_per_epoch == 8
+    x, y = first_batch(data.eval)
+    assert x.shape == (8, 28, 28, 1) and x.dtype == np.float32
+    assert y.tolist() == [0, 1, 2, 0, 1, 2, 0, 1]  # eval keeps file order
+    assert 0 <= x.min() and x.max() <= 255
+
+
+def test_idx_classes_subset_and_max_per_class(idx_folder):
+    data = build(recipe(source="idx", path=str(idx_folder), image_size=[28, 28],
+                        classes=["2", "0"], max_per_class=5, batch_size=100))
+    assert data.class_names == ["2", "0"]
+    assert data.train_count == 10 and data.eval_count == 10
+    x, y = first_batch(data.eval)
+    assert sorted(y.tolist()) == [0] * 5 + [1] * 5
+    # Relabelled: new class 0 is old class "2", the brightest images.
+    assert x[y == 0].mean() > x[y == 1].mean() + 60
+
+
+def test_missing_idx_folder():
+    with pytest.raises(ZooError, match="is not a folder"):
+        build(recipe(source="idx", path="/no/such/mnist"))
+
+
+def test_idx_folder_without_train_files(tmp_path):
+    with pytest.raises(ZooError, match="has no train-images-idx3-ubyte"):
+        build(recipe(source="idx", path=str(tmp_path)))
+
+
+def test_digits_is_stratified_and_deterministic():
+    a = build(recipe(batch_size=2000))
+    b = build(recipe(batch_size=2000))
+    assert (a.train_count, a.eval_count) == (1437, 360)
+    _, ya = first_batch(a.eval)
+    _, yb = first_batch(b.eval)
+    assert ya.tolist() == yb.tolist()
+    assert np.bincount(ya).min() >= 35  # every digit in the held-out split
+    x, _ = first_batch(a.train)
+    assert x.shape == (1437, 32, 32, 1)
+
+
+def make_folder(root, split, classes, n, size=(20, 24), ext="png", mode="RGB"):
+    for c, name in enumerate(classes):
+        d = root / split / name
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            value = 40 * c + i
+            Image.new(mode, size, color=value if mode == "L" else (value, 0, 0)).save(
+                d / f"{i:03d}.{ext}")
+
+
+def test_image_folder_with_test_split(tmp_path):
+    make_folder(tmp_path, "train", ["cat", "dog", "emu"], 6)
+    make_folder(tmp_path, "test", ["cat", "dog", "emu"], 2, ext="jpg")
+    data = build(recipe(source="image_folder", path=str(tmp_path), image_size=[16, 16],
+                        channels=3, batch_size=50))
+    assert data.class_names == ["cat", "dog", "emu"]
+    assert (data.train_count, data.eval_count, data.eval_name) == (18, 6, "test")
+    x, y = first_batch(data.eval)
+    assert x.shape == (6, 16, 16, 3)
+    assert y.tolist() == [0, 0, 1, 1, 2, 2]
+    assert abs(x[y == 2][..., 0].mean() - 80.5) < 3  # JPEG, resized: close to the red value
+
+
+def test_image_folder_validation_split_classes_and_pgm(tmp_path):
+    make_folder(tmp_path, "train", ["s1", "s2", "s3"], 10, ext="pgm", mode="L")
+    data = build(recipe(source="image_folder", path=str(tmp_path), image_size=[8, 8],
+                        channels=3, validation_split=0.2, classes=["s3", "s1"],
+                        max_per_class=5, batch_size=50))
+    assert data.class_names == ["s3", "s1"]
+    assert (data.train_count, data.eval_count) == (8, 2)
+    x, y = first_batch(data.eval)
+    assert sorted(y.tolist()) == [0, 1]
+    assert x.shape == (2, 8, 8, 3)
+    np.testing.assert_allclose(x[..., 0], x[..., 1])  # grey to RGB
+    assert x[y == 0].mean() >= 80  # class s3: values 80..84
+
+
+def test_image_folder_errors(tmp_path):
+    make_folder(tmp_path, "train", ["a", "b"], 2)
+    with pytest.raises(ZooError, match="'c', not found in .*available: a, b"):
+        build(recipe(source="image_folder", path=str(tmp_path), classes=["a", "c"]))
+    empty = tmp_path / "empty"
+    (empty / "train" / "x").mkdir(parents=True)
+    with pytest.raises(ZooError, match="no image files"):
+        build(recipe(source="image_folder", path=str(empty)))
+    with pytest.raises(ZooError, match="is not a folder"):
+        build(recipe(source="image_folder", path=str(tmp_path / "nope")))
+
+
+def test_augmentation_runs_on_train_only(tmp_path):
+    r = load_recipe("lenet_digits", [
+        "augment=[{layer='RandomTranslation', height_factor=0.5, width_factor=0.5, "
+        "fill_mode='constant'}]", "data.batch_size=2000", "data.shuffle=false",
+    ])
+    data = build(r)
+    plain = build(load_recipe("lenet_digits", ["data.batch_size=2000", "data.shuffle=false"]))
+    xa, _ = first_batch(data.train)
+    xp, _ = first_batch(plain.train)
+    assert not np.allclose(xa, xp)
+    np.testing.assert_array_equal(first_batch(data.eval)[0], first_batch(plain.eval)[0])
+
+
+def test_label_smoothing_gives_one_hot_labels():
+    data = build(load_recipe("lenet_digits", ["compile.label_smoothing=0.1"]))
+    _, y = first_batch(data.train)
+    assert y.shape == (32, 10)
+    np.testing.assert_array_equal(y.sum(axis=1), 1)
+
+
+@pytest.fixture
+def mock_tfds(monkeypatch):
+    """TFDS mock data in place of downloads (tfds.testing mocks download_and_prepare too)."""
+    import tensorflow_datasets as tfds
+
+    from zoo.data import tfds_source
+
+    monkeypatch.setattr(tfds_source, "_can_download", lambda: True)
+    return tfds.testing.mock_data
+
+
+def test_tfds_source_with_mock_data(mock_tfds):
+
+    r = load_recipe("lenet_mnist", ["data.batch_size=10"])
+    with mock_tfds(num_examples=30):
+        data = build(r)
+        assert data.class_names == [str(i) for i in range(10)]
+        assert (data.train_count, data.eval_count, data.eval_name) == (30, 30, "test")
+        x, y = first_batch(data.train)
+        assert x.shape == (10, 28, 28, 1)
+        assert y.dtype == np.int64 and y.max() < 10
+
+
+def test_tfds_split_names_carve_validation_from_train():
+    from types import SimpleNamespace
+
+    from zoo.data.tfds_source import split_names
+
+    b = SimpleNamespace(info=SimpleNamespace(splits={"train": 1, "validation": 1}))
+    assert split_names(b, "train", "validation", 0.1) == ("train", "validation", "validation")
+    assert split_names(b, "train", "test", 0.2) == ("train[:80%]", "train[80%:]",
+                                                    "last 20% of train")
+    assert split_names(b, "train", None, 0.1)[:2] == ("train[:90%]", "train[90%:]")
+
+
+def test_tfds_offline_fails_fast_with_a_hint(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    r = load_recipe("lenet_mnist", [f"data.data_dir='{tmp_path}'"])
+    start = time.monotonic()
+    with pytest.raises(ZooError) as e:
+        build(r)
+    assert time.monotonic() - start < 30
+    message = str(e.value)
+    assert "'mnist' is not prepared" in message and "data.source=idx" in message
+
+
+def test_tfds_unknown_dataset():
+    with pytest.raises(ZooError, match="is not a TFDS dataset"):
+        build(load_recipe("lenet_mnist", ["data.name='mnistt'"]))

@@ -1,0 +1,142 @@
+"""Every shipped recipe loads and builds its model; recipe errors name the key and the value."""
+
+import pytest
+
+import zoo
+from zoo.errors import ZooError
+from zoo.recipes import dumps, load_recipe
+from zoo.recipes.loader import builtin_dir
+from zoo.training import build_model
+
+RECIPE_FILES = sorted(builtin_dir().glob("*.toml"))
+
+
+def test_recipes_are_shipped():
+    assert len(RECIPE_FILES) >= 7
+    assert [p.stem for p in RECIPE_FILES] == zoo.list_recipes()
+
+
+@pytest.mark.parametrize("path", RECIPE_FILES, ids=lambda p: p.stem)
+def test_recipe_loads_and_builds(path):
+    recipe = load_recipe(path.stem)
+    assert recipe.name == path.stem
+    assert recipe.description.strip()
+    assert recipe.model.name in zoo.list_models()
+    model = build_model(recipe, classes=7)
+    height, width = recipe.data.image_size
+    assert tuple(model.input.shape) == (None, height, width, recipe.data.channels)
+    assert tuple(model.output.shape) == (None, 7)
+    assert dumps(load_recipe(path)) == dumps(recipe)
+
+
+def test_resolved_recipe_round_trips(tmp_path):
+    recipe = load_recipe("resnet56_cifar10", ["fit.epochs=3"])
+    path = tmp_path / "recipe.toml"
+    path.write_text(dumps(recipe))
+    assert load_recipe(path) == recipe
+    assert "extends" not in path.read_text()
+
+
+def test_extends_inherits_and_overrides():
+    child = load_recipe("resnet56_cifar10")
+    parent = load_recipe("resnet20_cifar10")
+    assert child.model.name == "resnet56"
+    assert child.data == parent.data
+    assert child.augment == parent.augment
+    assert child.compile == parent.compile
+
+
+def test_extends_replaces_a_table_with_another_name():
+    recipe = load_recipe("resnet18_cifar10")
+    assert recipe.compile.schedule.name == "cosine"
+    assert recipe.compile.optimizer.args == {"momentum": 0.9, "nesterov": True,
+                                             "weight_decay": 5e-4}
+
+
+def test_user_file_extends_a_shipped_recipe(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text('extends = "lenet_digits"\ndescription = "mine"\n[fit]\nepochs = 2\n')
+    recipe = load_recipe(str(path))
+    assert (recipe.name, recipe.fit.epochs, recipe.data.source) == ("mine", 2, "digits")
+
+
+def test_extends_cycle(tmp_path):
+    (tmp_path / "a.toml").write_text('extends = "b.toml"\n')
+    (tmp_path / "b.toml").write_text('extends = "a.toml"\n')
+    with pytest.raises(ZooError, match="cycle"):
+        load_recipe(str(tmp_path / "a.toml"))
+
+
+def test_overrides_are_toml_values_or_strings():
+    recipe = load_recipe("lenet_digits", [
+        "data.batch_size=64",
+        "data.source=image_folder",
+        "data.path=/some/folder",
+        "data.classes=['3', '5']",
+        "compile.optimizer.learning_rate=1e-3",
+        "compile.schedule={name='step', boundaries=[5, 8]}",
+        "augment=[{layer='RandomFlip', mode='horizontal'}]",
+    ])
+    assert recipe.data.batch_size == 64
+    assert recipe.data.path == "/some/folder"
+    assert recipe.data.classes == ["3", "5"]
+    assert recipe.compile.optimizer.learning_rate == 1e-3
+    assert recipe.compile.schedule.boundaries == [5, 8]
+    assert recipe.augment[0].args == {"mode": "horizontal"}
+
+
+def test_recipes_are_frozen():
+    recipe = load_recipe("lenet_digits")
+    with pytest.raises(Exception, match="frozen"):
+        recipe.fit.epochs = 3
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.batch_sise=3", "data.batch_sise is not a recipe key (allowed: source, name"),
+        ("data.batch_size=-4", "data.batch_size: input should be greater than 0, received -4"),
+        ("data.batch_size='64'", "data.batch_size: input should be a valid integer, received '64'"),
+        ("fit.epochs=2.5", "fit.epochs: input should be a valid integer"),
+        ("model.nmae='x'", "model.nmae is not a recipe key (allowed: name, args)"),
+        ("compile.schedule.alphaa=1", "compile.schedule.alphaa is not a recipe key (allowed: "
+                                      "name, warmup_epochs, alpha)"),
+        ("compile.optimizer.momentun=0.9", "optimizer 'adam' has no argument 'momentun'"),
+        ("compile.optimizer.name='adagrad'", "compile.optimizer.name: input should be 'sgd', "
+                                             "'adam', 'adamw' or 'rmsprop', received 'adagrad'"),
+        ("augment=[{layer='RandomFlipp'}]", "unknown augmentation layer 'RandomFlipp'; allowed: "),
+        ("augment=[{layer='RandomFlip', mod='x'}]", "RandomFlip has no argument 'mod'; allowed: "
+                                                    "mode"),
+        ("data.source='idx'", "source 'idx' needs data.path"),
+        ("data.normalization='standardize'", "needs data.mean with one value per channel"),
+        ("data.image_size=[32]", "data.image_size: list should have at least 2 items"),
+        ("task='segmentation'", "task: input should be 'classification'"),
+        ("compile.schedule={name='step'}", "needs exactly one of boundaries"),
+    ],
+)
+def test_errors_name_the_key_and_value(override, message):
+    with pytest.raises(ZooError) as e:
+        load_recipe("lenet_digits", [override])
+    text = str(e.value)
+    assert text.startswith("recipe lenet_digits: ")
+    assert message in text
+    assert "\n" not in text
+
+
+def test_unknown_recipe_suggests():
+    with pytest.raises(ZooError, match="did you mean 'lenet_mnist'"):
+        load_recipe("lenet_mnsit")
+
+
+def test_bad_override_syntax():
+    with pytest.raises(ZooError, match="key=value"):
+        load_recipe("lenet_digits", ["fit.epochs"])
+    with pytest.raises(ZooError, match="fit is not a table"):
+        load_recipe("lenet_digits", ["fit=3", "fit.epochs=3"])
+
+
+def test_invalid_toml(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("description = \n")
+    with pytest.raises(ZooError, match="not valid TOML"):
+        load_recipe(str(path))

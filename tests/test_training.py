@@ -1,0 +1,146 @@
+"""Training end to end on small real data (scikit-learn digits): run dir, resume, errors."""
+
+import csv
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import zoo
+from zoo import rundir
+from zoo.errors import ZooError
+from zoo.recipes import load_recipe
+from zoo.schedules import learning_rate
+
+FAST = ["fit.verbose=0", "data.batch_size=64"]
+
+
+def history_epochs(run):
+    with (run / rundir.HISTORY).open() as f:
+        return [int(r["epoch"]) for r in csv.DictReader(f)]
+
+
+def test_train_writes_the_run_directory(tmp_path, quiet):
+    recipe = load_recipe("lenet_digits", [*FAST, "fit.epochs=3"])
+    run = zoo.train(recipe, output=tmp_path / "run", log=quiet)
+    for name in (rundir.RECIPE, rundir.MODEL, rundir.HISTORY, rundir.METRICS, rundir.CURVES,
+                 rundir.BEST):
+        assert (run / name).is_file(), name
+    assert any((run / rundir.TENSORBOARD).rglob("events.out.tfevents*"))
+    metrics = json.loads((run / rundir.METRICS).read_text())
+    assert metrics["accuracy"] > 0.5 and metrics["loss"] > 0
+    assert metrics["train_seconds"] > 0 and metrics["epochs"] == 3
+    assert metrics["eval_examples"] == 360
+    assert history_epochs(run) == [0, 1, 2]
+    assert load_recipe(run / rundir.RECIPE) == recipe
+    # The saved model takes raw [0, 255] pixels: its preprocessing is inside.
+    model = keras.saving.load_model(run / rundir.MODEL)
+    assert model.get_layer("rescale") is not None
+    # Re-evaluation reproduces the metrics.
+    again = zoo.evaluate(run)
+    assert again["accuracy"] == pytest.approx(metrics["accuracy"])
+    assert again["train_seconds"] == metrics["train_seconds"]
+
+
+def test_same_seed_same_result(tmp_path, quiet):
+    recipe = load_recipe("lenet_digits", [*FAST, "fit.epochs=1"])
+    a = zoo.train(recipe, output=tmp_path / "a", log=quiet)
+    b = zoo.train(recipe, output=tmp_path / "b", log=quiet)
+    ma = json.loads((a / rundir.METRICS).read_text())
+    mb = json.loads((b / rundir.METRICS).read_text())
+    assert ma["loss"] == pytest.approx(mb["loss"], rel=1e-4)
+
+
+class Crash(keras.callbacks.Callback):
+    """Kills training after `epoch` completed epochs, as a crash or Ctrl-C would."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt("simulated crash")
+
+
+def test_resume_continues_from_the_last_epoch(tmp_path, quiet):
+    recipe = load_recipe("lenet_digits", [*FAST, "fit.epochs=4"])
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        zoo.train(recipe, output=out, callbacks=[Crash(2)], log=quiet)
+    assert not (out / rundir.METRICS).exists()
+    assert history_epochs(out) == [0, 1]
+
+    with pytest.raises(ZooError, match="already holds a run; pass --resume"):
+        zoo.train(recipe, output=out, log=quiet)
+
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            seen.append(int(self.model.optimizer.iterations.numpy()))
+
+        def on_epoch_begin(self, epoch, logs=None):
+            seen.append(epoch)
+
+    run = zoo.train(recipe, output=out, resume=True, callbacks=[Record()], log=quiet)
+    steps = 23  # ceil(1437 / 64)
+    assert seen == [2 * steps, 2, 3]  # optimizer state restored, epochs 0 and 1 not redone
+    assert history_epochs(run) == [0, 1, 2, 3]
+    assert json.loads((run / rundir.METRICS).read_text())["epochs"] == 4
+
+    with pytest.raises(ZooError, match="already finished"):
+        zoo.train(recipe, output=out, resume=True, log=quiet)
+
+
+def test_resume_refuses_another_recipe(tmp_path, quiet):
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        zoo.train(load_recipe("lenet_digits", [*FAST, "fit.epochs=2"]), output=out,
+                  callbacks=[Crash(1)], log=quiet)
+    with pytest.raises(ZooError, match="recipe differs"):
+        zoo.train(load_recipe("lenet_digits", [*FAST, "fit.epochs=3"]), output=out,
+                  resume=True, log=quiet)
+    with pytest.raises(ZooError, match="holds no run to resume"):
+        zoo.train("lenet_digits", output=tmp_path / "empty", resume=True, log=quiet)
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path, quiet):
+    recipe = load_recipe("lenet_digits", [*FAST, "fit.epochs=3",
+                                          "compile.optimizer={name='sgd', learning_rate=1e12}"])
+    with pytest.raises(ZooError, match="loss became NaN.*Lower compile.optimizer.learning_rate"):
+        zoo.train(recipe, output=tmp_path / "run", log=quiet)
+
+
+def test_label_smoothing_mixup_and_top5_train(tmp_path, quiet):
+    recipe = load_recipe("lenet_digits", [
+        *FAST, "fit.epochs=1", "compile.label_smoothing=0.1",
+        "compile.metrics=['accuracy', 'top5_accuracy']", "augment=[{layer='MixUp'}]",
+    ])
+    run = zoo.train(recipe, output=tmp_path / "run", log=quiet)
+    metrics = json.loads((run / rundir.METRICS).read_text())
+    assert 0 <= metrics["accuracy"] <= metrics["top5_accuracy"] <= 1
+
+
+def steps_lr(recipe_overrides, steps_per_epoch=10, epochs=10):
+    recipe = load_recipe("lenet_digits", [*recipe_overrides, f"fit.epochs={epochs}"])
+    schedule = learning_rate(recipe.compile, steps_per_epoch, epochs)
+    return [float(schedule(s)) for s in range(steps_per_epoch * epochs)]
+
+
+def test_schedules_derive_steps_from_the_data():
+    lr = "compile.optimizer={name='sgd', learning_rate=0.1}"
+    step = steps_lr([lr, "compile.schedule={name='step', fractions=[0.5, 0.75]}"])
+    assert step[49] == pytest.approx(0.1) and step[50] == pytest.approx(0.01)
+    assert step[75] == pytest.approx(0.001)
+    cosine = steps_lr([lr, "compile.schedule={name='cosine', warmup_epochs=1}"])
+    assert cosine[0] == pytest.approx(0.01) and cosine[9] == pytest.approx(0.1)
+    assert cosine[10] == pytest.approx(0.1) and cosine[-1] < 1e-3
+    assert all(a >= b for a, b in zip(cosine[10:], cosine[11:]))
+    expo = steps_lr([lr, "compile.schedule={name='exponential', decay_rate=0.5, "
+                         "decay_epochs=2}"])
+    assert expo[20] == pytest.approx(0.05) and expo[40] == pytest.approx(0.025)
+    const = steps_lr([lr, "compile.schedule={name='constant', warmup_epochs=0.5}"])
+    assert const[4] == pytest.approx(0.1) and const[2] == pytest.approx(0.06)
+    assert set(np.round(const[5:], 6)) == {0.1}

@@ -13,14 +13,28 @@ BIN = Path(sys.executable).parent
 
 def run(*args, cwd=None):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=600)
+    return subprocess.run(
+        [str(BIN / args[0]), *args[1:]],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=600,
+    )
 
 
 def test_zoo_train_lenet_digits_end_to_end(tmp_path):
     out = tmp_path / "run"
-    result = run("zoo-train", "lenet_digits", "--set", "fit.epochs=12", "--set",
-                 "fit.verbose=2", "--output", str(out))
+    result = run(
+        "zoo-train",
+        "lenet_digits",
+        "--set",
+        "fit.epochs=12",
+        "--set",
+        "fit.verbose=2",
+        "--output",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "zoo: finished" in result.stdout and "accuracy=" in result.stdout
     metrics = json.loads((out / "metrics.json").read_text())
@@ -33,8 +47,9 @@ def test_zoo_train_lenet_digits_end_to_end(tmp_path):
 
 
 def test_default_run_directory(tmp_path):
-    result = run("zoo-train", "lenet_digits", "--set", "fit.epochs=1", "--set", "fit.verbose=0",
-                 cwd=tmp_path)
+    result = run(
+        "zoo-train", "lenet_digits", "--set", "fit.epochs=1", "--set", "fit.verbose=0", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert run_dir.name.startswith("lenet_digits-")
@@ -57,16 +72,33 @@ def test_list_info_show():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["zoo-train", "lenet_digits", "--set", "data.batch_sise=3"],
-         "data.batch_sise is not a recipe key"),
-        (["zoo-train", "lenet_digits", "--set", "fit.epochs='ten'"],
-         "fit.epochs: input should be a valid integer, received 'ten'"),
-        (["zoo-train", "lenet_digits", "--set", "model.name=resnet2O"],
-         "model.name: unknown model 'resnet2O'; did you mean"),
-        (["zoo-train", "lenet_digits", "--set", "augment=[{layer='RandomFlop'}]"],
-         "unknown augmentation layer 'RandomFlop'"),
-        (["zoo-train", "lenet_mnist", "--set", "data.source=idx", "--set",
-          "data.path=/no/such/mnist"], "data.path '/no/such/mnist' is not a folder"),
+        (
+            ["zoo-train", "lenet_digits", "--set", "data.batch_sise=3"],
+            "data.batch_sise is not a recipe key",
+        ),
+        (
+            ["zoo-train", "lenet_digits", "--set", "fit.epochs='ten'"],
+            "fit.epochs: input should be a valid integer, received 'ten'",
+        ),
+        (
+            ["zoo-train", "lenet_digits", "--set", "model.name=resnet2O"],
+            "model.name: unknown model 'resnet2O'; did you mean",
+        ),
+        (
+            ["zoo-train", "lenet_digits", "--set", "augment=[{layer='RandomFlop'}]"],
+            "unknown augmentation layer 'RandomFlop'",
+        ),
+        (
+            [
+                "zoo-train",
+                "lenet_mnist",
+                "--set",
+                "data.source=idx",
+                "--set",
+                "data.path=/no/such/mnist",
+            ],
+            "data.path '/no/such/mnist' is not a folder",
+        ),
         (["zoo-train", "lenet_digitz"], "unknown recipe 'lenet_digitz'; did you mean"),
         (["zoo-train", "lenet_digits", "--resume"], "--resume needs --output"),
         (["zoo", "info", "resnet"], "unknown model 'resnet'"),
@@ -82,14 +114,19 @@ def test_user_errors_exit_2_with_one_line(args, message, tmp_path):
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    result = run("zoo-train", "lenet_digits", "--debug", "--set", "data.batch_sise=3",
-                 cwd=tmp_path)
+    result = run("zoo-train", "lenet_digits", "--debug", "--set", "data.batch_sise=3", cwd=tmp_path)
     assert result.returncode != 0
     assert "Traceback" in result.stderr and "ZooError" in result.stderr
 
 
 def test_help_on_every_command():
-    for args in (["zoo", "--help"], ["zoo-train", "--help"], ["zoo", "list", "--help"],
-                 ["zoo", "info", "--help"], ["zoo", "show", "--help"], ["zoo", "eval", "--help"]):
+    for args in (
+        ["zoo", "--help"],
+        ["zoo-train", "--help"],
+        ["zoo", "list", "--help"],
+        ["zoo", "info", "--help"],
+        ["zoo", "show", "--help"],
+        ["zoo", "eval", "--help"],
+    ):
         result = run(*args)
         assert result.returncode == 0 and "Usage:" in result.stdout, args

@@ -16,7 +16,8 @@ from zoo.recipes import load_recipe
 def write_idx(path, array, gz):
     codes = {np.dtype(np.uint8): 0x08}
     header = bytes([0, 0, codes[array.dtype], array.ndim]) + struct.pack(
-        f">{array.ndim}I", *array.shape)
+        f">{array.ndim}I", *array.shape
+    )
     data = header + array.tobytes()
     if gz:
         path = path.with_name(path.name + ".gz")
@@ -37,8 +38,9 @@ def idx_folder(tmp_path):
 
 
 def recipe(**data):
-    overrides = [f"data.{k}={v!r}" if isinstance(v, str) else f"data.{k}={v}"
-                 for k, v in data.items()]
+    overrides = [
+        f"data.{k}={v!r}" if isinstance(v, str) else f"data.{k}={v}" for k, v in data.items()
+    ]
     return load_recipe("lenet_digits", overrides)
 
 
@@ -62,8 +64,7 @@ def test_read_idx_rejects_other_files(tmp_path):
 
 
 def test_idx_source_uses_t10k_as_eval(idx_folder):
-    data = build(recipe(source="idx", path=str(idx_folder), image_size=[28, 28],
-                        batch_size=8))
+    data = build(recipe(source="idx", path=str(idx_folder), image_size=[28, 28], batch_size=8))
     assert (data.train_count, data.eval_count, data.eval_name) == (60, 20, "test")
     assert data.class_names == ["0", "1", "2"]
     assert data.steps_per_epoch == 8
@@ -74,8 +75,16 @@ def test_idx_source_uses_t10k_as_eval(idx_folder):
 
 
 def test_idx_classes_subset_and_max_per_class(idx_folder):
-    data = build(recipe(source="idx", path=str(idx_folder), image_size=[28, 28],
-                        classes=["2", "0"], max_per_class=5, batch_size=100))
+    data = build(
+        recipe(
+            source="idx",
+            path=str(idx_folder),
+            image_size=[28, 28],
+            classes=["2", "0"],
+            max_per_class=5,
+            batch_size=100,
+        )
+    )
     assert data.class_names == ["2", "0"]
     assert data.train_count == 10 and data.eval_count == 10
     x, y = first_batch(data.eval)
@@ -113,14 +122,22 @@ def make_folder(root, split, classes, n, size=(20, 24), ext="png", mode="RGB"):
         for i in range(n):
             value = 40 * c + i
             Image.new(mode, size, color=value if mode == "L" else (value, 0, 0)).save(
-                d / f"{i:03d}.{ext}")
+                d / f"{i:03d}.{ext}"
+            )
 
 
 def test_image_folder_with_test_split(tmp_path):
     make_folder(tmp_path, "train", ["cat", "dog", "emu"], 6)
     make_folder(tmp_path, "test", ["cat", "dog", "emu"], 2, ext="jpg")
-    data = build(recipe(source="image_folder", path=str(tmp_path), image_size=[16, 16],
-                        channels=3, batch_size=50))
+    data = build(
+        recipe(
+            source="image_folder",
+            path=str(tmp_path),
+            image_size=[16, 16],
+            channels=3,
+            batch_size=50,
+        )
+    )
     assert data.class_names == ["cat", "dog", "emu"]
     assert (data.train_count, data.eval_count, data.eval_name) == (18, 6, "test")
     x, y = first_batch(data.eval)
@@ -131,9 +148,18 @@ def test_image_folder_with_test_split(tmp_path):
 
 def test_image_folder_validation_split_classes_and_pgm(tmp_path):
     make_folder(tmp_path, "train", ["s1", "s2", "s3"], 10, ext="pgm", mode="L")
-    data = build(recipe(source="image_folder", path=str(tmp_path), image_size=[8, 8],
-                        channels=3, validation_split=0.2, classes=["s3", "s1"],
-                        max_per_class=5, batch_size=50))
+    data = build(
+        recipe(
+            source="image_folder",
+            path=str(tmp_path),
+            image_size=[8, 8],
+            channels=3,
+            validation_split=0.2,
+            classes=["s3", "s1"],
+            max_per_class=5,
+            batch_size=50,
+        )
+    )
     assert data.class_names == ["s3", "s1"]
     assert (data.train_count, data.eval_count) == (8, 2)
     x, y = first_batch(data.eval)
@@ -156,10 +182,15 @@ def test_image_folder_errors(tmp_path):
 
 
 def test_augmentation_runs_on_train_only(tmp_path):
-    r = load_recipe("lenet_digits", [
-        "augment=[{layer='RandomTranslation', height_factor=0.5, width_factor=0.5, "
-        "fill_mode='constant'}]", "data.batch_size=2000", "data.shuffle=false",
-    ])
+    r = load_recipe(
+        "lenet_digits",
+        [
+            "augment=[{layer='RandomTranslation', height_factor=0.5, width_factor=0.5, "
+            "fill_mode='constant'}]",
+            "data.batch_size=2000",
+            "data.shuffle=false",
+        ],
+    )
     data = build(r)
     plain = build(load_recipe("lenet_digits", ["data.batch_size=2000", "data.shuffle=false"]))
     xa, _ = first_batch(data.train)
@@ -205,8 +236,11 @@ def test_tfds_split_names_carve_validation_from_train():
 
     b = SimpleNamespace(info=SimpleNamespace(splits={"train": 1, "validation": 1}))
     assert split_names(b, "train", "validation", 0.1) == ("train", "validation", "validation")
-    assert split_names(b, "train", "test", 0.2) == ("train[:80%]", "train[80%:]",
-                                                    "last 20% of train")
+    assert split_names(b, "train", "test", 0.2) == (
+        "train[:80%]",
+        "train[80%:]",
+        "last 20% of train",
+    )
     assert split_names(b, "train", None, 0.1)[:2] == ("train[:90%]", "train[90%:]")
 
 

@@ -6,19 +6,22 @@ Regenerate them with `python -m tests.test_readme` and paste the output into REA
 from pathlib import Path
 
 import zoo
-from zoo import registry
 from tests.test_registry import GOLDEN
+from zoo import registry
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def tables() -> str:
-    lines = ["| model | family | default input | parameters | summary |",
-             "| --- | --- | --- | ---: | --- |"]
+    lines = [
+        "| model | family | default input | parameters | summary |",
+        "| --- | --- | --- | ---: | --- |",
+    ]
     for spec in registry.specs():
         shape = "x".join(str(d) for d in spec.input_shape)
-        lines.append(f"| `{spec.name}` | {spec.family} | {shape} | {GOLDEN[spec.name]:,} | "
-                     f"{spec.summary} |")
+        lines.append(
+            f"| `{spec.name}` | {spec.family} | {shape} | {GOLDEN[spec.name]:,} | {spec.summary} |"
+        )
     lines += ["", "| recipe | model | data | description |", "| --- | --- | --- | --- |"]
     for name in zoo.list_recipes():
         r = zoo.load_recipe(name)

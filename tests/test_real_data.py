@@ -5,17 +5,18 @@ import json
 import pytest
 
 import zoo
+from tests.conftest import shared_data
 from zoo.data import build
 from zoo.recipes import load_recipe
-from tests.conftest import shared_data
 
 pytestmark = pytest.mark.data
 
 
 def test_lenet_on_real_mnist_idx_reaches_98_percent(tmp_path, quiet):
     mnist = shared_data("mnist")
-    recipe = load_recipe("lenet_mnist", ["data.source=idx", f"data.path='{mnist}'",
-                                         "fit.epochs=2", "fit.verbose=0"])
+    recipe = load_recipe(
+        "lenet_mnist", ["data.source=idx", f"data.path='{mnist}'", "fit.epochs=2", "fit.verbose=0"]
+    )
     run = zoo.train(recipe, output=tmp_path / "run", log=quiet)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["eval_examples"] == 10_000 and metrics["eval_split"] == "test"
@@ -24,10 +25,16 @@ def test_lenet_on_real_mnist_idx_reaches_98_percent(tmp_path, quiet):
 
 def test_cifar10_image_folder_pipeline():
     cifar = shared_data("cifar10")
-    recipe = load_recipe("resnet20_cifar10", [
-        "data.source=image_folder", f"data.path='{cifar}'", "data.classes=['cat', 'ship']",
-        "data.max_per_class=50", "data.batch_size=100",
-    ])
+    recipe = load_recipe(
+        "resnet20_cifar10",
+        [
+            "data.source=image_folder",
+            f"data.path='{cifar}'",
+            "data.classes=['cat', 'ship']",
+            "data.max_per_class=50",
+            "data.batch_size=100",
+        ],
+    )
     data = build(recipe)
     assert data.class_names == ["cat", "ship"]
     assert (data.train_count, data.eval_count) == (90, 10)
@@ -39,10 +46,16 @@ def test_cifar10_image_folder_pipeline():
 
 def test_att_faces_pgm_through_image_folder():
     faces = shared_data("att_faces")
-    recipe = load_recipe("lenet_digits", [
-        "data.source=image_folder", f"data.path='{faces}'", "data.image_size=[56, 46]",
-        "data.classes=['s1', 's2', 's3']", "data.validation_split=0.2",
-    ])
+    recipe = load_recipe(
+        "lenet_digits",
+        [
+            "data.source=image_folder",
+            f"data.path='{faces}'",
+            "data.image_size=[56, 46]",
+            "data.classes=['s1', 's2', 's3']",
+            "data.validation_split=0.2",
+        ],
+    )
     data = build(recipe)
     assert (data.train_count, data.eval_count) == (24, 6)
     x, _ = next(iter(data.eval))

@@ -49,8 +49,11 @@ def test_extends_inherits_and_overrides():
 def test_extends_replaces_a_table_with_another_name():
     recipe = load_recipe("resnet18_cifar10")
     assert recipe.compile.schedule.name == "cosine"
-    assert recipe.compile.optimizer.args == {"momentum": 0.9, "nesterov": True,
-                                             "weight_decay": 5e-4}
+    assert recipe.compile.optimizer.args == {
+        "momentum": 0.9,
+        "nesterov": True,
+        "weight_decay": 5e-4,
+    }
 
 
 def test_user_file_extends_a_shipped_recipe(tmp_path):
@@ -68,15 +71,18 @@ def test_extends_cycle(tmp_path):
 
 
 def test_overrides_are_toml_values_or_strings():
-    recipe = load_recipe("lenet_digits", [
-        "data.batch_size=64",
-        "data.source=image_folder",
-        "data.path=/some/folder",
-        "data.classes=['3', '5']",
-        "compile.optimizer.learning_rate=1e-3",
-        "compile.schedule={name='step', boundaries=[5, 8]}",
-        "augment=[{layer='RandomFlip', mode='horizontal'}]",
-    ])
+    recipe = load_recipe(
+        "lenet_digits",
+        [
+            "data.batch_size=64",
+            "data.source=image_folder",
+            "data.path=/some/folder",
+            "data.classes=['3', '5']",
+            "compile.optimizer.learning_rate=1e-3",
+            "compile.schedule={name='step', boundaries=[5, 8]}",
+            "augment=[{layer='RandomFlip', mode='horizontal'}]",
+        ],
+    )
     assert recipe.data.batch_size == 64
     assert recipe.data.path == "/some/folder"
     assert recipe.data.classes == ["3", "5"]
@@ -99,14 +105,21 @@ def test_recipes_are_frozen():
         ("data.batch_size='64'", "data.batch_size: input should be a valid integer, received '64'"),
         ("fit.epochs=2.5", "fit.epochs: input should be a valid integer"),
         ("model.nmae='x'", "model.nmae is not a recipe key (allowed: name, args)"),
-        ("compile.schedule.alphaa=1", "compile.schedule.alphaa is not a recipe key (allowed: "
-                                      "name, warmup_epochs, alpha)"),
+        (
+            "compile.schedule.alphaa=1",
+            "compile.schedule.alphaa is not a recipe key (allowed: name, warmup_epochs, alpha)",
+        ),
         ("compile.optimizer.momentun=0.9", "optimizer 'adam' has no argument 'momentun'"),
-        ("compile.optimizer.name='adagrad'", "compile.optimizer.name: input should be 'sgd', "
-                                             "'adam', 'adamw' or 'rmsprop', received 'adagrad'"),
+        (
+            "compile.optimizer.name='adagrad'",
+            "compile.optimizer.name: input should be 'sgd', "
+            "'adam', 'adamw' or 'rmsprop', received 'adagrad'",
+        ),
         ("augment=[{layer='RandomFlipp'}]", "unknown augmentation layer 'RandomFlipp'; allowed: "),
-        ("augment=[{layer='RandomFlip', mod='x'}]", "RandomFlip has no argument 'mod'; allowed: "
-                                                    "mode"),
+        (
+            "augment=[{layer='RandomFlip', mod='x'}]",
+            "RandomFlip has no argument 'mod'; allowed: mode",
+        ),
         ("data.source='idx'", "source 'idx' needs data.path"),
         ("data.normalization='standardize'", "needs data.mean with one value per channel"),
         ("data.image_size=[32]", "data.image_size: list should have at least 2 items"),

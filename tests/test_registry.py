@@ -69,8 +69,11 @@ def test_build_forward_train_step_and_round_trip(name, tmp_path):
     path = tmp_path / f"{name}.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)  # safe mode: custom layers must be registered
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x, training=False)),
-                               keras.ops.convert_to_numpy(model(x, training=False)), atol=1e-6)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded(x, training=False)),
+        keras.ops.convert_to_numpy(model(x, training=False)),
+        atol=1e-6,
+    )
 
 
 @pytest.mark.parametrize("pooling, rank", [(None, 4), ("avg", 2), ("max", 2)])

@@ -24,8 +24,14 @@ def history_epochs(run):
 def test_train_writes_the_run_directory(tmp_path, quiet):
     recipe = load_recipe("lenet_digits", [*FAST, "fit.epochs=3"])
     run = zoo.train(recipe, output=tmp_path / "run", log=quiet)
-    for name in (rundir.RECIPE, rundir.MODEL, rundir.HISTORY, rundir.METRICS, rundir.CURVES,
-                 rundir.BEST):
+    for name in (
+        rundir.RECIPE,
+        rundir.MODEL,
+        rundir.HISTORY,
+        rundir.METRICS,
+        rundir.CURVES,
+        rundir.BEST,
+    ):
         assert (run / name).is_file(), name
     assert any((run / rundir.TENSORBOARD).rglob("events.out.tfevents*"))
     metrics = json.loads((run / rundir.METRICS).read_text())
@@ -97,27 +103,40 @@ def test_resume_continues_from_the_last_epoch(tmp_path, quiet):
 def test_resume_refuses_another_recipe(tmp_path, quiet):
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        zoo.train(load_recipe("lenet_digits", [*FAST, "fit.epochs=2"]), output=out,
-                  callbacks=[Crash(1)], log=quiet)
+        zoo.train(
+            load_recipe("lenet_digits", [*FAST, "fit.epochs=2"]),
+            output=out,
+            callbacks=[Crash(1)],
+            log=quiet,
+        )
     with pytest.raises(ZooError, match="recipe differs"):
-        zoo.train(load_recipe("lenet_digits", [*FAST, "fit.epochs=3"]), output=out,
-                  resume=True, log=quiet)
+        zoo.train(
+            load_recipe("lenet_digits", [*FAST, "fit.epochs=3"]), output=out, resume=True, log=quiet
+        )
     with pytest.raises(ZooError, match="holds no run to resume"):
         zoo.train("lenet_digits", output=tmp_path / "empty", resume=True, log=quiet)
 
 
 def test_nan_loss_stops_with_a_clear_message(tmp_path, quiet):
-    recipe = load_recipe("lenet_digits", [*FAST, "fit.epochs=3",
-                                          "compile.optimizer={name='sgd', learning_rate=1e12}"])
+    recipe = load_recipe(
+        "lenet_digits",
+        [*FAST, "fit.epochs=3", "compile.optimizer={name='sgd', learning_rate=1e12}"],
+    )
     with pytest.raises(ZooError, match="loss became NaN.*Lower compile.optimizer.learning_rate"):
         zoo.train(recipe, output=tmp_path / "run", log=quiet)
 
 
 def test_label_smoothing_mixup_and_top5_train(tmp_path, quiet):
-    recipe = load_recipe("lenet_digits", [
-        *FAST, "fit.epochs=1", "compile.label_smoothing=0.1",
-        "compile.metrics=['accuracy', 'top5_accuracy']", "augment=[{layer='MixUp'}]",
-    ])
+    recipe = load_recipe(
+        "lenet_digits",
+        [
+            *FAST,
+            "fit.epochs=1",
+            "compile.label_smoothing=0.1",
+            "compile.metrics=['accuracy', 'top5_accuracy']",
+            "augment=[{layer='MixUp'}]",
+        ],
+    )
     run = zoo.train(recipe, output=tmp_path / "run", log=quiet)
     metrics = json.loads((run / rundir.METRICS).read_text())
     assert 0 <= metrics["accuracy"] <= metrics["top5_accuracy"] <= 1
@@ -138,8 +157,7 @@ def test_schedules_derive_steps_from_the_data():
     assert cosine[0] == pytest.approx(0.01) and cosine[9] == pytest.approx(0.1)
     assert cosine[10] == pytest.approx(0.1) and cosine[-1] < 1e-3
     assert all(a >= b for a, b in zip(cosine[10:], cosine[11:]))
-    expo = steps_lr([lr, "compile.schedule={name='exponential', decay_rate=0.5, "
-                         "decay_epochs=2}"])
+    expo = steps_lr([lr, "compile.schedule={name='exponential', decay_rate=0.5, decay_epochs=2}"])
     assert expo[20] == pytest.approx(0.05) and expo[40] == pytest.approx(0.025)
     const = steps_lr([lr, "compile.schedule={name='constant', warmup_epochs=0.5}"])
     assert const[4] == pytest.approx(0.1) and const[2] == pytest.approx(0.06)

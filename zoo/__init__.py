@@ -15,8 +15,15 @@ from zoo.recipes import list_recipes, load_recipe
 from zoo.registry import get, info, list_models, register
 
 __all__ = [
-    "ZooError", "evaluate", "get", "info", "list_models", "list_recipes", "load_recipe",
-    "register", "train",
+    "ZooError",
+    "evaluate",
+    "get",
+    "info",
+    "list_models",
+    "list_recipes",
+    "load_recipe",
+    "register",
+    "train",
 ]
 __version__ = "0.1.0"
 

@@ -43,8 +43,14 @@ def _debug_option(f):
         obj["debug"] = obj.get("debug", False) or value
         return value
 
-    return click.option("--debug", is_flag=True, expose_value=False, callback=remember,
-                        is_eager=True, help="Show the traceback of errors.")(f)
+    return click.option(
+        "--debug",
+        is_flag=True,
+        expose_value=False,
+        callback=remember,
+        is_eager=True,
+        help="Show the traceback of errors.",
+    )(f)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -89,8 +95,13 @@ def info(model):
 
 @main.command(cls=_Command)
 @click.argument("recipe")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a recipe key, e.g. --set data.batch_size=64.")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a recipe key, e.g. --set data.batch_size=64.",
+)
 def show(recipe, overrides):
     """Print the resolved recipe (extends and --set applied) as TOML."""
     from zoo.recipes import dumps, load_recipe
@@ -109,10 +120,19 @@ def eval_cmd(run_dir):
 
 @main.command("train", cls=_Command)
 @click.argument("recipe", required=False)
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a recipe key (TOML value), e.g. --set fit.epochs=5.")
-@click.option("--output", "-o", type=click.Path(file_okay=False),
-              help="Run directory (default runs/<recipe>-<timestamp>).")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a recipe key (TOML value), e.g. --set fit.epochs=5.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(file_okay=False),
+    help="Run directory (default runs/<recipe>-<timestamp>).",
+)
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its last epoch.")
 @_debug_option
 def train_cmd(recipe, overrides, output, resume):

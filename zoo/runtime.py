@@ -19,9 +19,11 @@ class Policy:
 
     def describe(self) -> str:
         device = f"{self.gpus} GPU(s)" if self.gpus else "CPU"
-        return (f"{device}, precision {self.precision}, XLA {self.jit_compile}, "
-                f"strategy {type(self.strategy).__name__} ({self.strategy.num_replicas_in_sync} "
-                "replica(s))")
+        return (
+            f"{device}, precision {self.precision}, XLA {self.jit_compile}, "
+            f"strategy {type(self.strategy).__name__} ({self.strategy.num_replicas_in_sync} "
+            "replica(s))"
+        )
 
 
 def seed_everything(seed: int) -> None:
@@ -42,8 +44,8 @@ def policy(cfg: RuntimeConfig) -> Policy:
     """On a GPU: mixed float16 and XLA; on CPU: float32 and no XLA (XLA made CPU convolution
     training about 10x slower). Several GPUs: MirroredStrategy. The recipe can override each."""
     gpus = len(tf.config.list_physical_devices("GPU"))
-    precision = cfg.precision if cfg.precision != "auto" else (
-        "mixed_float16" if gpus else "float32"
+    precision = (
+        cfg.precision if cfg.precision != "auto" else ("mixed_float16" if gpus else "float32")
     )
     jit = cfg.jit_compile if cfg.jit_compile != "auto" else bool(gpus)
     return Policy(_strategy(cfg.strategy, gpus), precision, jit, gpus)

@@ -25,13 +25,14 @@ class Warmup(keras.optimizers.schedules.LearningRateSchedule):
         return ops.where(step < self.warmup_steps, warm, later)
 
     def get_config(self):
-        return {"after": keras.saving.serialize_keras_object(self.after),
-                "warmup_steps": self.warmup_steps}
+        return {
+            "after": keras.saving.serialize_keras_object(self.after),
+            "warmup_steps": self.warmup_steps,
+        }
 
     @classmethod
     def from_config(cls, config):
-        return cls(keras.saving.deserialize_keras_object(config["after"]),
-                   config["warmup_steps"])
+        return cls(keras.saving.deserialize_keras_object(config["after"]), config["warmup_steps"])
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -64,7 +65,8 @@ def learning_rate(cfg: CompileConfig, steps_per_epoch: int, epochs: int):
         after = schedules.PiecewiseConstantDecay(boundaries, values)
     else:
         after = schedules.ExponentialDecay(
-            lr, decay_steps=max(1, round(s.decay_epochs * steps_per_epoch)),
+            lr,
+            decay_steps=max(1, round(s.decay_epochs * steps_per_epoch)),
             decay_rate=s.decay_rate,
         )
     return Warmup(after, warmup) if warmup else after

@@ -43,13 +43,16 @@ def build_model(recipe: Recipe, classes: int, precision: str = "float32") -> ker
     shape = (height, width, recipe.data.channels)
     args = {"input_shape": shape, "classes": classes, **recipe.model.args}
     if args["classes"] != classes:
-        raise ZooError(f"recipe {recipe.name}: model.args.classes is {args['classes']} but the "
-                       f"data has {classes} classes; remove model.args.classes")
+        raise ZooError(
+            f"recipe {recipe.name}: model.args.classes is {args['classes']} but the "
+            f"data has {classes} classes; remove model.args.classes"
+        )
     mixed = precision.startswith("mixed")
     activation = args.pop("classifier_activation", "softmax")
     with _dtype_policy(precision):
-        net = registry.get(recipe.model.name, classifier_activation=None if mixed else activation,
-                           **args)
+        net = registry.get(
+            recipe.model.name, classifier_activation=None if mixed else activation, **args
+        )
     inputs = keras.Input(shape=shape, name="image")
     x = inputs
     for layer in data_lib.preprocessing(recipe.data):
@@ -58,7 +61,8 @@ def build_model(recipe: Recipe, classes: int, precision: str = "float32") -> ker
     if mixed:
         # Softmax and loss in float32: float16 probabilities lose the small ones.
         outputs = keras.layers.Activation(activation, dtype="float32", name="probabilities")(
-            outputs)
+            outputs
+        )
     return keras.Model(inputs, outputs, name=recipe.name)
 
 
@@ -76,11 +80,17 @@ def compile_model(model: keras.Model, recipe: Recipe, steps_per_epoch: int, jit_
     metrics = []
     for name in cfg.metrics:
         if name == "accuracy":
-            metrics.append(keras.metrics.CategoricalAccuracy(name="accuracy") if one_hot
-                           else keras.metrics.SparseCategoricalAccuracy(name="accuracy"))
+            metrics.append(
+                keras.metrics.CategoricalAccuracy(name="accuracy")
+                if one_hot
+                else keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+            )
         else:
-            top5 = (keras.metrics.TopKCategoricalAccuracy if one_hot
-                    else keras.metrics.SparseTopKCategoricalAccuracy)
+            top5 = (
+                keras.metrics.TopKCategoricalAccuracy
+                if one_hot
+                else keras.metrics.SparseTopKCategoricalAccuracy
+            )
             metrics.append(top5(k=5, name="top5_accuracy"))
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
 
@@ -105,8 +115,9 @@ def _callbacks(run: Path, recipe: Recipe, seconds: float) -> list:
     out = [
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.BackupAndRestore(str(run / rundir.BACKUP)),
-        keras.callbacks.ModelCheckpoint(str(run / rundir.BEST), monitor=fit.monitor,
-                                        save_best_only=True),
+        keras.callbacks.ModelCheckpoint(
+            str(run / rundir.BEST), monitor=fit.monitor, save_best_only=True
+        ),
         keras.callbacks.CSVLogger(str(run / rundir.HISTORY), append=True),
         keras.callbacks.TensorBoard(str(run / rundir.TENSORBOARD)),
         _State(run / rundir.STATE, seconds),
@@ -140,25 +151,33 @@ def prepare_run(recipe: Recipe, output, resume: bool) -> Path:
     saved = run / rundir.RECIPE
     if resume:
         if not saved.is_file():
-            raise ZooError(f"--resume: {run} holds no run to resume (no {rundir.RECIPE}); "
-                           "pass the --output directory of an earlier run")
+            raise ZooError(
+                f"--resume: {run} holds no run to resume (no {rundir.RECIPE}); "
+                "pass the --output directory of an earlier run"
+            )
         if (run / rundir.METRICS).is_file():
-            raise ZooError(f"--resume: the run in {run} already finished; see its "
-                           f"{rundir.METRICS}, or start a new run with another --output")
+            raise ZooError(
+                f"--resume: the run in {run} already finished; see its "
+                f"{rundir.METRICS}, or start a new run with another --output"
+            )
         if dumps(load_recipe(saved)) != dumps(recipe):
-            raise ZooError(f"--resume: the recipe differs from the one saved in {saved}; "
-                           "resume with the same recipe and --set options (or with none)")
+            raise ZooError(
+                f"--resume: the recipe differs from the one saved in {saved}; "
+                "resume with the same recipe and --set options (or with none)"
+            )
         return run
     if saved.is_file():
-        raise ZooError(f"{run} already holds a run; pass --resume to continue it, or choose "
-                       "another --output")
+        raise ZooError(
+            f"{run} already holds a run; pass --resume to continue it, or choose another --output"
+        )
     run.mkdir(parents=True, exist_ok=True)
     rundir.write_text(saved, dumps(recipe))
     return run
 
 
-def train(recipe: Recipe | str, *, output=None, resume: bool = False, callbacks=(),
-          log=print) -> Path:
+def train(
+    recipe: Recipe | str, *, output=None, resume: bool = False, callbacks=(), log=print
+) -> Path:
     """Trains `recipe` and returns the run directory (see DESIGN.md for its files).
 
     With `resume=True`, `output` names a run that stopped early; training continues from its
@@ -177,8 +196,10 @@ def train(recipe: Recipe | str, *, output=None, resume: bool = False, callbacks=
     policy = runtime.policy(recipe.runtime)
     log(f"zoo: {recipe.name} -> {run} ({policy.describe()})")
     data = data_lib.build(recipe)
-    log(f"zoo: {data.train_count} training and {data.eval_count} eval examples "
-        f"({data.eval_name}), {len(data.class_names)} classes")
+    log(
+        f"zoo: {data.train_count} training and {data.eval_count} eval examples "
+        f"({data.eval_name}), {len(data.class_names)} classes"
+    )
     with policy.strategy.scope():
         model = build_model(recipe, len(data.class_names), policy.precision)
         compile_model(model, recipe, data.steps_per_epoch, policy.jit_compile)

@@ -51,8 +51,10 @@ def _select(x, y, names, classes, max_per_class, seed):
     if classes is not None:
         missing = [c for c in classes if c not in names]
         if missing:
-            raise ZooError(f"data.classes names {', '.join(map(repr, missing))}, not in this "
-                           f"dataset; available: {', '.join(names)}")
+            raise ZooError(
+                f"data.classes names {', '.join(map(repr, missing))}, not in this "
+                f"dataset; available: {', '.join(names)}"
+            )
         old = [names.index(c) for c in classes]
         keep = np.isin(y, old)
         x, y = x[keep], y[keep]
@@ -60,9 +62,9 @@ def _select(x, y, names, classes, max_per_class, seed):
         names = list(classes)
     if max_per_class is not None:
         rng = np.random.default_rng(seed)
-        keep = np.concatenate([
-            rng.permutation(np.flatnonzero(y == c))[:max_per_class] for c in range(len(names))
-        ])
+        keep = np.concatenate(
+            [rng.permutation(np.flatnonzero(y == c))[:max_per_class] for c in range(len(names))]
+        )
         keep.sort()
         x, y = x[keep], y[keep]
     return x, y, names
@@ -91,17 +93,20 @@ def _from_arrays(cfg: DataConfig, train, test, names, seed):
 
 def _from_files(files, labels, channels) -> _Examples:
     ds = tf.data.Dataset.from_tensor_slices((files, labels))
-    if all(f[f.rfind("."):].lower() in folders.TF_FORMATS for f in files):
+    if all(f[f.rfind(".") :].lower() in folders.TF_FORMATS for f in files):
+
         def decode(path, label):
             image = tf.io.decode_image(
                 tf.io.read_file(path), channels=channels, expand_animations=False
             )
             return image, label
     else:
+
         def decode(path, label):
             image = tf.numpy_function(folders.decode_with_pil, [path, channels], tf.uint8)
             image.set_shape([None, None, channels])
             return image, label
+
     return _Examples(ds.map(decode, num_parallel_calls=AUTOTUNE), len(files))
 
 
@@ -112,12 +117,15 @@ def _image_folder(cfg: DataConfig, seed):
     idx, labels = _select(idx, labels, names, None, cfg.max_per_class, seed)[:2]
     files = [files[i] for i in idx]
     if not files:
-        raise ZooError(f"{train_root} has class folders but no image files "
-                       f"({', '.join(sorted(folders.IMAGE_FORMATS))})")
+        raise ZooError(
+            f"{train_root} has class folders but no image files "
+            f"({', '.join(sorted(folders.IMAGE_FORMATS))})"
+        )
     if test_root is not None and cfg.eval_split == "test":
         test_files, test_labels = folders.list_images(test_root, names)
-        tidx, test_labels = _select(np.arange(len(test_labels)), test_labels, names, None,
-                                    cfg.max_per_class, seed)[:2]
+        tidx, test_labels = _select(
+            np.arange(len(test_labels)), test_labels, names, None, cfg.max_per_class, seed
+        )[:2]
         test_files = [test_files[i] for i in tidx]
         if not test_files:
             raise ZooError(f"{test_root} holds no images of the classes {', '.join(names)}")
@@ -127,8 +135,12 @@ def _image_folder(cfg: DataConfig, seed):
         test_files, test_labels = [files[i] for i in eval_idx], labels[eval_idx]
         files, labels = [files[i] for i in train_idx], labels[train_idx]
         eval_name = f"validation_split {cfg.validation_split:g} of train"
-    return (_from_files(files, labels, cfg.channels),
-            _from_files(test_files, test_labels, cfg.channels), names, eval_name)
+    return (
+        _from_files(files, labels, cfg.channels),
+        _from_files(test_files, test_labels, cfg.channels),
+        names,
+        eval_name,
+    )
 
 
 def _tfds(cfg: DataConfig, seed):
@@ -140,12 +152,18 @@ def _tfds(cfg: DataConfig, seed):
     out = []
     for split in (train_split, eval_split):
         try:
-            ds = b.as_dataset(split=split, as_supervised=True, shuffle_files=split == train_split,
-                              read_config=_read_config(seed))
+            ds = b.as_dataset(
+                split=split,
+                as_supervised=True,
+                shuffle_files=split == train_split,
+                read_config=_read_config(seed),
+            )
             count = b.info.splits[split].num_examples if b.info.splits else _count(ds)
         except (KeyError, ValueError) as e:
-            raise ZooError(f"TFDS dataset {cfg.name!r} has no split {split!r}; it has "
-                           f"{', '.join(b.info.splits)}") from e
+            raise ZooError(
+                f"TFDS dataset {cfg.name!r} has no split {split!r}; it has "
+                f"{', '.join(b.info.splits)}"
+            ) from e
         ds, count = _tfds_subset(ds, count, names, cfg)
         out.append(_Examples(ds, count))
     return out[0], out[1], list(cfg.classes or names), eval_name
@@ -169,8 +187,10 @@ def _tfds_subset(ds, count, names, cfg: DataConfig):
     wanted = cfg.classes or names
     missing = [c for c in wanted if c not in names]
     if missing:
-        raise ZooError(f"data.classes names {', '.join(map(repr, missing))}, not in "
-                       f"{cfg.name}; available: {', '.join(names)}")
+        raise ZooError(
+            f"data.classes names {', '.join(map(repr, missing))}, not in "
+            f"{cfg.name}; available: {', '.join(names)}"
+        )
     parts = []
     for new, name in enumerate(wanted):
         old = names.index(name)
@@ -212,8 +232,10 @@ def _prepare(ds, cfg: DataConfig):
         image = tf.cond(
             tf.logical_and(tf.equal(shape[0], height), tf.equal(shape[1], width)),
             lambda: image,
-            lambda: tf.cast(tf.clip_by_value(tf.round(tf.image.resize(image, (height, width))),
-                                              0, 255), tf.uint8),
+            lambda: tf.cast(
+                tf.clip_by_value(tf.round(tf.image.resize(image, (height, width))), 0, 255),
+                tf.uint8,
+            ),
         )
         image = tf.ensure_shape(image, (height, width, cfg.channels))
         return image, label
@@ -243,8 +265,10 @@ def build(recipe: Recipe, *, training: bool = True) -> Data:
     cfg, seed = recipe.data, recipe.runtime.seed
     train, evaluation, names, eval_name = _source(cfg, seed)
     if train.count == 0 or evaluation.count == 0:
-        raise ZooError(f"recipe {recipe.name}: the data has {train.count} training and "
-                       f"{evaluation.count} evaluation examples; both must be non-empty")
+        raise ZooError(
+            f"recipe {recipe.name}: the data has {train.count} training and "
+            f"{evaluation.count} evaluation examples; both must be non-empty"
+        )
     classes = len(names)
 
     def finish(ex: _Examples, is_train: bool):
@@ -252,8 +276,9 @@ def build(recipe: Recipe, *, training: bool = True) -> Data:
         if cfg.cache:
             ds = ds.cache()
         if is_train and cfg.shuffle:
-            ds = ds.shuffle(min(cfg.shuffle_buffer, ex.count), seed=seed,
-                            reshuffle_each_iteration=True)
+            ds = ds.shuffle(
+                min(cfg.shuffle_buffer, ex.count), seed=seed, reshuffle_each_iteration=True
+            )
         ds = ds.batch(cfg.batch_size, num_parallel_calls=AUTOTUNE)
         ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=AUTOTUNE)
         if recipe.one_hot_labels:
@@ -282,7 +307,9 @@ def preprocessing(cfg: DataConfig):
         return []
     out = [keras.layers.Rescaling(1.0 / 255, name="rescale")]
     if cfg.normalization == "standardize":
-        out.append(keras.layers.Normalization(
-            mean=cfg.mean, variance=[s * s for s in cfg.std], name="standardize"
-        ))
+        out.append(
+            keras.layers.Normalization(
+                mean=cfg.mean, variance=[s * s for s in cfg.std], name="standardize"
+            )
+        )
     return out

@@ -54,12 +54,15 @@ def idx_split(folder: Path, prefix: str) -> tuple[np.ndarray, np.ndarray] | None
 def load_idx(path: str):
     folder = Path(path).expanduser()
     if not folder.is_dir():
-        raise ZooError(f"data.path {path!r} is not a folder; point it at the folder holding "
-                       "train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz]")
+        raise ZooError(
+            f"data.path {path!r} is not a folder; point it at the folder holding "
+            "train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz]"
+        )
     train = idx_split(folder, "train")
     if train is None:
-        raise ZooError(f"{folder} has no train-images-idx3-ubyte[.gz] with "
-                       "train-labels-idx1-ubyte[.gz]")
+        raise ZooError(
+            f"{folder} has no train-images-idx3-ubyte[.gz] with train-labels-idx1-ubyte[.gz]"
+        )
     return train, idx_split(folder, "t10k")
 
 

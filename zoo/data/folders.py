@@ -22,10 +22,15 @@ def list_images(root: Path, class_names: list[str]) -> tuple[list[str], np.ndarr
     files, labels = [], []
     for index, name in enumerate(class_names):
         folder = root / name
-        found = sorted(
-            str(p) for p in folder.rglob("*")
-            if p.suffix.lower() in IMAGE_FORMATS and p.is_file()
-        ) if folder.is_dir() else []
+        found = (
+            sorted(
+                str(p)
+                for p in folder.rglob("*")
+                if p.suffix.lower() in IMAGE_FORMATS and p.is_file()
+            )
+            if folder.is_dir()
+            else []
+        )
         files += found
         labels += [index] * len(found)
     return files, np.asarray(labels, dtype=np.int64)
@@ -36,8 +41,10 @@ def folder_layout(path: str, classes: list[str] | None) -> tuple[Path, Path | No
     the class names, in the order of `classes` where given, else sorted."""
     root = Path(path).expanduser()
     if not root.is_dir():
-        raise ZooError(f"data.path {path!r} is not a folder; it should hold train/<class>/ "
-                       "image folders (and optionally test/<class>/)")
+        raise ZooError(
+            f"data.path {path!r} is not a folder; it should hold train/<class>/ "
+            "image folders (and optionally test/<class>/)"
+        )
     train = root / "train" if (root / "train").is_dir() else root
     test = root / "test" if (root / "test").is_dir() and train != root else None
     found = class_folders(train)
@@ -47,8 +54,10 @@ def folder_layout(path: str, classes: list[str] | None) -> tuple[Path, Path | No
         return train, test, found
     missing = [c for c in classes if c not in found]
     if missing:
-        raise ZooError(f"data.classes names {', '.join(map(repr, missing))}, not found in "
-                       f"{train}; available: {', '.join(found)}")
+        raise ZooError(
+            f"data.classes names {', '.join(map(repr, missing))}, not found in "
+            f"{train}; available: {', '.join(found)}"
+        )
     if len(set(classes)) != len(classes):
         raise ZooError(f"data.classes lists a class twice: {classes}")
     return train, test, list(classes)

@@ -47,8 +47,10 @@ def builder(name: str, data_dir: str | None):
             raise ZooError(f"downloading TFDS dataset {name!r} failed: {e}") from e
     for key in ("image", "label"):
         if key not in b.info.features:
-            raise ZooError(f"TFDS dataset {name!r} has no {key!r} feature; zoo's tfds source "
-                           "reads image classification datasets (image, label)")
+            raise ZooError(
+                f"TFDS dataset {name!r} has no {key!r} feature; zoo's tfds source "
+                "reads image classification datasets (image, label)"
+            )
     return b
 
 

@@ -64,7 +64,9 @@ def finish(inputs, outputs, *, name: str, weights):
     if weights is None:
         return model
     if not isinstance(weights, str | os.PathLike):
-        raise ZooError(f"{name}: weights must be None or a path to a local file, received {weights!r}")
+        raise ZooError(
+            f"{name}: weights must be None or a path to a local file, received {weights!r}"
+        )
     if str(weights) == "imagenet":
         raise ZooError(
             f"{name}: zoo has no published 'imagenet' weights for its own models; pass "

@@ -21,8 +21,13 @@ BN = {"momentum": 0.9, "epsilon": 1e-5}
 
 def _conv_bn(x, filters, kernel, strides, name, relu=True):
     x = layers.Conv2D(
-        filters, kernel, strides=strides, padding="same", use_bias=False,
-        kernel_initializer="he_normal", name=f"{name}_conv",
+        filters,
+        kernel,
+        strides=strides,
+        padding="same",
+        use_bias=False,
+        kernel_initializer="he_normal",
+        name=f"{name}_conv",
     )(x)
     x = layers.BatchNormalization(**BN, name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x) if relu else x
@@ -138,16 +143,25 @@ def _variant(name, *, block, depths, stem):
         if stem not in allowed:
             raise ZooError(f"{name}: stem must be one of {allowed}, received {stem!r}")
         return _resnet(
-            block=block, depths=depths, stem=stem, include_top=include_top, weights=weights,
-            input_shape=input_shape, pooling=pooling, classes=classes,
-            classifier_activation=classifier_activation, shortcut=shortcut, name=name,
+            block=block,
+            depths=depths,
+            stem=stem,
+            include_top=include_top,
+            weights=weights,
+            input_shape=input_shape,
+            pooling=pooling,
+            classes=classes,
+            classifier_activation=classifier_activation,
+            shortcut=shortcut,
+            name=name,
         )
 
     layers_count = (3 if block == "bottleneck" else 2) * sum(depths) + 2
     build.__name__ = name
     build.__doc__ = DOC.format(
         title=(
-            f"ResNet-{layers_count}, the ImageNet net: {block} blocks {depths}" if imagenet
+            f"ResNet-{layers_count}, the ImageNet net: {block} blocks {depths}"
+            if imagenet
             else f"ResNet-{layers_count} for 32x32 images: CIFAR, 6n+2 layers with n={depths[0]}"
         ),
         note=(
@@ -161,7 +175,8 @@ def _variant(name, *, block, depths, stem):
         stem_doc=(
             '"imagenet" (7x7/2 convolution and 3x3/2 max pool) or "small" (one 3x3/1 '
             "convolution, no pool: the usual adaptation to 32x32 images)"
-            if imagenet else '"cifar", fixed for this family (3x3/1 convolution, 16 filters)'
+            if imagenet
+            else '"cifar", fixed for this family (3x3/1 convolution, 16 filters)'
         ),
         name=name,
         example="(224, 224, 3)" if imagenet else "(32, 32, 3)",

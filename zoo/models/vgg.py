@@ -103,7 +103,10 @@ def _variant(depth: int, batch_norm: bool):
     ```
     """
     return register(
-        name, family="vgg", tasks=("classification", "backbone"), input_shape=(224, 224, 3),
+        name,
+        family="vgg",
+        tasks=("classification", "backbone"),
+        input_shape=(224, 224, 3),
         paper=PAPER,
     )(build)
 

@@ -54,8 +54,11 @@ def _merge(base: dict, over: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in over.items():
         old = out.get(key)
-        if (isinstance(value, dict) and isinstance(old, dict)
-                and value.get("name", old.get("name")) == old.get("name")):
+        if (
+            isinstance(value, dict)
+            and isinstance(old, dict)
+            and value.get("name", old.get("name")) == old.get("name")
+        ):
             out[key] = _merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
@@ -72,8 +75,9 @@ def _resolve(ref: str, base: Path | None, seen: tuple[str, ...] = ()) -> dict:
     if parent is None:
         return raw
     if not isinstance(parent, str):
-        raise ZooError(f"recipe {path.stem}: extends must be a recipe name or path, "
-                       f"received {parent!r}")
+        raise ZooError(
+            f"recipe {path.stem}: extends must be a recipe name or path, received {parent!r}"
+        )
     return _merge(_resolve(parent, path.parent, (*seen, key)), raw)
 
 
@@ -82,8 +86,10 @@ def parse_override(item: str) -> tuple[list[str], object]:
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
-        raise ZooError(f"--set expects key=value with a dotted key such as data.batch_size=64, "
-                       f"received {item!r}")
+        raise ZooError(
+            f"--set expects key=value with a dotted key such as data.batch_size=64, "
+            f"received {item!r}"
+        )
     try:
         value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -120,28 +126,36 @@ def _schema_path(loc: tuple) -> tuple[list[str], type | None]:
         choices = [a for a in args if isinstance(a, type) and issubclass(a, pydantic.BaseModel)]
         if len(choices) > 1 and parts:
             tag = str(parts.pop(0))
-            choices = [c for c in choices
-                       if tag in getattr(c.model_fields["name"].annotation, "__args__", ())]
+            choices = [
+                c
+                for c in choices
+                if tag in getattr(c.model_fields["name"].annotation, "__args__", ())
+            ]
         model = choices[0] if choices else None
     return shown, model
 
 
 def _describe(error: dict) -> str:
-    path, model = _schema_path(error["loc"][:-1] if error["type"] == "extra_forbidden"
-                               else error["loc"])
+    path, model = _schema_path(
+        error["loc"][:-1] if error["type"] == "extra_forbidden" else error["loc"]
+    )
     kind = error["type"]
     if kind == "extra_forbidden":
         key = ".".join([*path, str(error["loc"][-1])])
-        allowed = [f for f in model.model_fields if not (model is Recipe and f == "name")] \
-            if model is not None else []
-        return f"{key} is not a recipe key" + (f" (allowed: {', '.join(allowed)})"
-                                              if allowed else "")
+        allowed = (
+            [f for f in model.model_fields if not (model is Recipe and f == "name")]
+            if model is not None
+            else []
+        )
+        return f"{key} is not a recipe key" + (
+            f" (allowed: {', '.join(allowed)})" if allowed else ""
+        )
     loc = ".".join(path)
     if kind == "missing":
         return f"{loc} is required"
     message = error["msg"]
     if message.startswith("Value error, "):
-        message = message[len("Value error, "):]
+        message = message[len("Value error, ") :]
     text = f"{loc}: {message[0].lower()}{message[1:]}" if loc else message
     if "input" in error and kind != "value_error":
         text += f", received {error['input']!r}"

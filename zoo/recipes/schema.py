@@ -19,12 +19,33 @@ class _Strict(BaseModel):
 # Keras preprocessing layers a recipe may name in [[augment]]; each runs in the training input
 # pipeline only, on {"images", "labels"} batches of raw pixel values in [0, 255].
 AUGMENT_LAYERS = (
-    "AugMix", "AutoContrast", "CutMix", "Equalization", "MixUp", "RandAugment",
-    "RandomBrightness", "RandomColorDegeneration", "RandomColorJitter", "RandomContrast",
-    "RandomCrop", "RandomElasticTransform", "RandomErasing", "RandomFlip", "RandomGaussianBlur",
-    "RandomGrayscale", "RandomHue", "RandomInvert", "RandomPerspective", "RandomPosterization",
-    "RandomRotation", "RandomSaturation", "RandomSharpness", "RandomShear", "RandomTranslation",
-    "RandomZoom", "Solarization",
+    "AugMix",
+    "AutoContrast",
+    "CutMix",
+    "Equalization",
+    "MixUp",
+    "RandAugment",
+    "RandomBrightness",
+    "RandomColorDegeneration",
+    "RandomColorJitter",
+    "RandomContrast",
+    "RandomCrop",
+    "RandomElasticTransform",
+    "RandomErasing",
+    "RandomFlip",
+    "RandomGaussianBlur",
+    "RandomGrayscale",
+    "RandomHue",
+    "RandomInvert",
+    "RandomPerspective",
+    "RandomPosterization",
+    "RandomRotation",
+    "RandomSaturation",
+    "RandomSharpness",
+    "RandomShear",
+    "RandomTranslation",
+    "RandomZoom",
+    "Solarization",
 )
 # These mix pairs of examples and so need one-hot labels.
 MIXING_LAYERS = ("CutMix", "MixUp")
@@ -35,7 +56,8 @@ OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSpro
 def _keyword_arguments(cls) -> list[str]:
     params = inspect.signature(cls.__init__).parameters
     return [
-        p for p, v in params.items()
+        p
+        for p, v in params.items()
         if p not in ("self", "name", "dtype") and v.kind is not inspect.Parameter.VAR_KEYWORD
     ]
 
@@ -61,8 +83,16 @@ class ModelConfig(_Strict):
         from zoo.errors import suggest
 
         if name not in registry.list_models():
-            raise ValueError(str(suggest(name, registry.list_models(), what="model",
-                                         hint="`zoo list models` shows them all")))
+            raise ValueError(
+                str(
+                    suggest(
+                        name,
+                        registry.list_models(),
+                        what="model",
+                        hint="`zoo list models` shows them all",
+                    )
+                )
+            )
         return name
 
 
@@ -128,8 +158,9 @@ class AugmentLayer(BaseModel):
     def _known_arguments(self):
         import keras
 
-        _check_arguments(f"augmentation layer {self.layer}", getattr(keras.layers, self.layer),
-                         self.args)
+        _check_arguments(
+            f"augmentation layer {self.layer}", getattr(keras.layers, self.layer), self.args
+        )
         return self
 
 
@@ -177,8 +208,10 @@ class StepSchedule(_Strict):
     @model_validator(mode="after")
     def _one_of(self):
         if (self.boundaries is None) == (self.fractions is None):
-            raise ValueError("schedule 'step' needs exactly one of boundaries (epochs) or "
-                             "fractions (of fit.epochs)")
+            raise ValueError(
+                "schedule 'step' needs exactly one of boundaries (epochs) or "
+                "fractions (of fit.epochs)"
+            )
         return self
 
 

@@ -130,3 +130,38 @@ def test_help_on_every_command():
     ):
         result = run(*args)
         assert result.returncode == 0 and "Usage:" in result.stdout, args
+
+
+def test_killed_run_resumes_from_the_cli(tmp_path):
+    """A real crash: SIGKILL the training process after a few epochs, then --resume."""
+    import csv
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    args = ["lenet_digits", "--set", "fit.epochs=25", "--set", "fit.verbose=0"]
+    proc = subprocess.Popen(
+        [str(BIN / "zoo-train"), *args, "--output", str(out)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    meta = out / "checkpoints" / "backup" / "training_metadata.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if meta.is_file() and json.loads(meta.read_text() or "{}").get("epoch", 0) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "metrics.json").exists(), "training finished before it could be killed"
+    done = json.loads(meta.read_text())["epoch"]
+
+    result = run("zoo-train", "--resume", "--output", str(out))  # RECIPE from the run dir
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"resuming after epoch {done} of 25" in result.stdout
+    with (out / "history.csv").open() as f:
+        epochs = [int(r["epoch"]) for r in csv.DictReader(f)]
+    assert epochs == list(range(25))
+    assert json.loads((out / "metrics.json").read_text())["accuracy"] >= 0.95

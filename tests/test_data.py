@@ -229,6 +229,18 @@ def test_tfds_source_with_mock_data(mock_tfds):
         assert y.dtype == np.int64 and y.max() < 10
 
 
+def test_tfds_classes_subset_and_max_per_class(mock_tfds):
+    r = load_recipe(
+        "lenet_mnist", ["data.classes=['7', '2']", "data.max_per_class=4", "data.batch_size=100"]
+    )
+    with mock_tfds(num_examples=200):
+        data = build(r)
+        _, y = first_batch(data.train)
+    assert data.class_names == ["7", "2"]
+    assert data.train_count == len(y) == 8
+    assert np.bincount(y).tolist() == [4, 4]
+
+
 def test_tfds_split_names_carve_validation_from_train():
     from types import SimpleNamespace
 

@@ -60,3 +60,14 @@ def test_att_faces_pgm_through_image_folder():
     assert (data.train_count, data.eval_count) == (24, 6)
     x, _ = next(iter(data.eval))
     assert tuple(x.shape) == (6, 56, 46, 1)
+
+
+@pytest.mark.slow
+def test_lenet_mnist_recipe_reaches_99_percent(tmp_path, quiet):
+    """The shipped recipe as the README runs it offline: 10 epochs, the 10,000 test images."""
+    mnist = shared_data("mnist")
+    recipe = load_recipe(
+        "lenet_mnist", ["data.source=idx", f"data.path='{mnist}'", "fit.verbose=0"]
+    )
+    run = zoo.train(recipe, output=tmp_path / "run", log=quiet)
+    assert json.loads((run / "metrics.json").read_text())["accuracy"] >= 0.99

@@ -162,3 +162,32 @@ def test_schedules_derive_steps_from_the_data():
     const = steps_lr([lr, "compile.schedule={name='constant', warmup_epochs=0.5}"])
     assert const[4] == pytest.approx(0.1) and const[2] == pytest.approx(0.06)
     assert set(np.round(const[5:], 6)) == {0.1}
+
+
+def test_device_policy_on_cpu_and_overrides():
+    from zoo.recipes.schema import RuntimeConfig
+    from zoo.runtime import policy
+
+    cpu = policy(RuntimeConfig())
+    assert (cpu.precision, cpu.jit_compile, cpu.gpus) == ("float32", False, 0)
+    assert cpu.strategy.num_replicas_in_sync == 1
+    forced = policy(RuntimeConfig(precision="mixed_bfloat16", jit_compile=True))
+    assert (forced.precision, forced.jit_compile) == ("mixed_bfloat16", True)
+
+
+def test_mixed_precision_model_keeps_float32_outputs():
+    from zoo.training import build_model
+
+    before = keras.config.dtype_policy().name
+    model = build_model(load_recipe("resnet20_cifar10"), classes=10, precision="mixed_float16")
+    assert keras.config.dtype_policy().name == before  # no global state left behind
+    assert model.get_layer("resnet20").get_layer("conv1_conv").compute_dtype == "float16"
+    assert model.output.dtype == "float32"
+    out = keras.ops.convert_to_numpy(model(np.zeros((2, 32, 32, 3), "float32")))
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-3)
+
+
+def test_mirrored_strategy_trains(tmp_path, quiet):
+    recipe = load_recipe("lenet_digits", [*FAST, "fit.epochs=1", "runtime.strategy=mirrored"])
+    run = zoo.train(recipe, output=tmp_path / "run", log=quiet)
+    assert json.loads((run / rundir.METRICS).read_text())["accuracy"] > 0.3

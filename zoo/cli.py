@@ -143,7 +143,7 @@ def train_cmd(recipe, overrides, output, resume):
     from zoo import rundir
     from zoo.errors import ZooError
     from zoo.recipes import load_recipe
-    from zoo.training import train
+    from zoo.training import default_output, train
 
     if resume and not output:
         raise ZooError("--resume needs --output, the run directory to continue")
@@ -151,7 +151,15 @@ def train_cmd(recipe, overrides, output, resume):
         if not resume:
             raise ZooError("give a RECIPE name or .toml path (`zoo list recipes` shows them)")
         recipe = os.path.join(output, rundir.RECIPE)
-    run = train(load_recipe(recipe, overrides), output=output, resume=resume)
+    recipe = load_recipe(recipe, overrides)
+    output = output or str(default_output(recipe))
+    try:
+        run = train(recipe, output=output, resume=resume)
+    except KeyboardInterrupt:
+        click.echo(
+            f"\nzoo: interrupted; continue with: zoo-train --resume --output {output}", err=True
+        )
+        sys.exit(130)
     metrics = json.loads((run / rundir.METRICS).read_text())
     shown = {k: v for k, v in metrics.items() if isinstance(v, float)}
     click.echo(f"zoo: finished {run}: " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items()))

@@ -46,19 +46,25 @@ class _Examples:
     count: int
 
 
+def _class_indices(classes, names) -> list[int]:
+    """Indices in `names` of the `data.classes` subset, or an error naming the unknown ones."""
+    missing = [c for c in classes if c not in names]
+    if missing:
+        raise ZooError(
+            f"data.classes names {', '.join(map(repr, missing))}, not in this "
+            f"dataset; available: {', '.join(names)}"
+        )
+    return [names.index(c) for c in classes]
+
+
 def _select(x, y, names, classes, max_per_class, seed):
     """Keeps `classes` (relabelled in that order) and at most `max_per_class` of each."""
     if classes is not None:
-        missing = [c for c in classes if c not in names]
-        if missing:
-            raise ZooError(
-                f"data.classes names {', '.join(map(repr, missing))}, not in this "
-                f"dataset; available: {', '.join(names)}"
-            )
-        old = [names.index(c) for c in classes]
+        old = _class_indices(classes, names)
         keep = np.isin(y, old)
-        x, y = x[keep], y[keep]
-        y = np.asarray([old.index(int(v)) for v in y], dtype=np.int64)
+        relabel = np.zeros(len(names), dtype=np.int64)
+        relabel[old] = np.arange(len(old))
+        x, y = x[keep], relabel[y[keep]]
         names = list(classes)
     if max_per_class is not None:
         rng = np.random.default_rng(seed)
@@ -110,34 +116,33 @@ def _from_files(files, labels, channels) -> _Examples:
     return _Examples(ds.map(decode, num_parallel_calls=AUTOTUNE), len(files))
 
 
-def _image_folder(cfg: DataConfig, seed):
-    train_root, test_root, names = folders.folder_layout(cfg.path, cfg.classes)
-    files, labels = folders.list_images(train_root, names)
-    idx = np.arange(len(labels))
-    idx, labels = _select(idx, labels, names, None, cfg.max_per_class, seed)[:2]
-    files = [files[i] for i in idx]
-    if not files:
+def _folder_files(root, names, max_per_class, seed):
+    files, labels = folders.list_images(root, names)
+    index, labels = _select(np.arange(len(labels)), labels, names, None, max_per_class, seed)[:2]
+    if not len(index):
         raise ZooError(
-            f"{train_root} has class folders but no image files "
+            f"{root} holds no image files of the classes {', '.join(names)} "
             f"({', '.join(sorted(folders.IMAGE_FORMATS))})"
         )
-    if test_root is not None and cfg.eval_split == "test":
-        test_files, test_labels = folders.list_images(test_root, names)
-        tidx, test_labels = _select(
-            np.arange(len(test_labels)), test_labels, names, None, cfg.max_per_class, seed
-        )[:2]
-        test_files = [test_files[i] for i in tidx]
-        if not test_files:
-            raise ZooError(f"{test_root} holds no images of the classes {', '.join(names)}")
-        eval_name = "test"
+    return [files[i] for i in index], labels
+
+
+def _image_folder(cfg: DataConfig, seed):
+    train_root, eval_root, names = folders.folder_layout(
+        cfg.path, cfg.classes, cfg.train_split, cfg.eval_split
+    )
+    files, labels = _folder_files(train_root, names, cfg.max_per_class, seed)
+    if eval_root is not None:
+        eval_files, eval_labels = _folder_files(eval_root, names, cfg.max_per_class, seed)
+        eval_name = cfg.eval_split
     else:
         train_idx, eval_idx = _stratified_split(labels, cfg.validation_split, seed)
-        test_files, test_labels = [files[i] for i in eval_idx], labels[eval_idx]
+        eval_files, eval_labels = [files[i] for i in eval_idx], labels[eval_idx]
         files, labels = [files[i] for i in train_idx], labels[train_idx]
         eval_name = f"validation_split {cfg.validation_split:g} of train"
     return (
         _from_files(files, labels, cfg.channels),
-        _from_files(test_files, test_labels, cfg.channels),
+        _from_files(eval_files, eval_labels, cfg.channels),
         names,
         eval_name,
     )
@@ -164,7 +169,7 @@ def _tfds(cfg: DataConfig, seed):
                 f"TFDS dataset {cfg.name!r} has no split {split!r}; it has "
                 f"{', '.join(b.info.splits)}"
             ) from e
-        ds, count = _tfds_subset(ds, count, names, cfg)
+        ds, count = _tfds_subset(ds, count, names, cfg, seed)
         out.append(_Examples(ds, count))
     return out[0], out[1], list(cfg.classes or names), eval_name
 
@@ -180,29 +185,23 @@ def _read_config(seed):
     return tfds.ReadConfig(shuffle_seed=seed)
 
 
-def _tfds_subset(ds, count, names, cfg: DataConfig):
+def _tfds_subset(ds, count, names, cfg: DataConfig, seed):
     """`data.classes` and `data.max_per_class` on a streamed TFDS split."""
     if cfg.classes is None and cfg.max_per_class is None:
         return ds, count
-    wanted = cfg.classes or names
-    missing = [c for c in wanted if c not in names]
-    if missing:
-        raise ZooError(
-            f"data.classes names {', '.join(map(repr, missing))}, not in "
-            f"{cfg.name}; available: {', '.join(names)}"
-        )
-    parts = []
-    for new, name in enumerate(wanted):
-        old = names.index(name)
-        part = ds.filter(lambda x, y, old=old: tf.equal(y, old))
-        part = part.map(lambda x, y, new=new: (x, tf.constant(new, tf.int64)))
-        if cfg.max_per_class is not None:
-            part = part.take(cfg.max_per_class)
-        parts.append(part)
-    out = parts[0]
-    for p in parts[1:]:
-        out = out.concatenate(p)
-    return out, _count(out)
+    old = _class_indices(cfg.classes or names, names)
+    relabel = np.full(len(names), -1, dtype=np.int64)
+    relabel[old] = np.arange(len(old))
+    relabel = tf.constant(relabel)
+    ds = ds.map(lambda x, y: (x, tf.gather(relabel, y))).filter(lambda x, y: y >= 0)
+    if cfg.max_per_class is not None:
+        parts = [
+            ds.filter(lambda x, y, c=c: tf.equal(y, c)).take(cfg.max_per_class)
+            for c in range(len(old))
+        ]
+        # Interleaved at random, so that a shuffle buffer smaller than the split still mixes.
+        ds = tf.data.Dataset.sample_from_datasets(parts, seed=seed, stop_on_empty_dataset=False)
+    return ds, _count(ds)
 
 
 def _source(cfg: DataConfig, seed: int):

@@ -36,17 +36,25 @@ def list_images(root: Path, class_names: list[str]) -> tuple[list[str], np.ndarr
     return files, np.asarray(labels, dtype=np.int64)
 
 
-def folder_layout(path: str, classes: list[str] | None) -> tuple[Path, Path | None, list[str]]:
-    """Checks `path/train/<class>/` (or `path/<class>/`) and returns train and test roots and
-    the class names, in the order of `classes` where given, else sorted."""
+def folder_layout(
+    path: str,
+    classes: list[str] | None,
+    train_split: str = "train",
+    eval_split: str | None = "test",
+) -> tuple[Path, Path | None, list[str]]:
+    """Checks `path/<train_split>/<class>/` (or `path/<class>/`) and returns the train root, the
+    eval root (`path/<eval_split>/` where it exists) and the class names, in the order of
+    `classes` where given, else sorted."""
     root = Path(path).expanduser()
     if not root.is_dir():
         raise ZooError(
             f"data.path {path!r} is not a folder; it should hold train/<class>/ "
             "image folders (and optionally test/<class>/)"
         )
-    train = root / "train" if (root / "train").is_dir() else root
-    test = root / "test" if (root / "test").is_dir() and train != root else None
+    train = root / train_split if (root / train_split).is_dir() else root
+    test = root / eval_split if eval_split and (root / eval_split).is_dir() else None
+    if test == train or train == root:
+        test = None
     found = class_folders(train)
     if not found:
         raise ZooError(f"{train} has no class folders; expected {train}/<class>/<image files>")

@@ -191,3 +191,24 @@ def test_mirrored_strategy_trains(tmp_path, quiet):
     recipe = load_recipe("lenet_digits", [*FAST, "fit.epochs=1", "runtime.strategy=mirrored"])
     run = zoo.train(recipe, output=tmp_path / "run", log=quiet)
     assert json.loads((run / rundir.METRICS).read_text())["accuracy"] > 0.3
+
+
+def test_backup_is_the_last_epoch_end_step(tmp_path):
+    """A crash between writing an epoch's history row and its backup must not lose the row."""
+    from zoo.training import _callbacks
+
+    recipe = load_recipe("lenet_digits", ["fit.early_stopping={patience=2}"])
+    kinds = [type(c).__name__ for c in _callbacks(tmp_path, recipe, 0.0)]
+    assert kinds[-1] == "BackupAndRestore"
+    assert {"CSVLogger", "ModelCheckpoint", "_State", "EarlyStopping"} < set(kinds[:-1])
+
+
+def test_resumed_best_checkpoint_starts_from_the_best_so_far(tmp_path):
+    from zoo.training import _best_so_far
+
+    (tmp_path / "history.csv").write_text(
+        "epoch,accuracy,loss,val_accuracy,val_loss\n0,0.5,1.0,0.61,0.9\n1,0.6,0.8,0.58,0.7\n"
+    )
+    assert _best_so_far(tmp_path / "history.csv", "val_accuracy") == ("max", 0.61)
+    assert _best_so_far(tmp_path / "history.csv", "val_loss") == ("min", 0.7)
+    assert _best_so_far(tmp_path / "none.csv", "val_loss") == ("min", None)

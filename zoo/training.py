@@ -110,13 +110,24 @@ class _State(keras.callbacks.Callback):
         rundir.write_json(self.path, {"epochs_done": epoch + 1, "train_seconds": self.seconds})
 
 
+def _best_so_far(history: Path, monitor: str) -> tuple[str, float | None]:
+    """ModelCheckpoint's mode for `monitor` and the best value in an earlier (resumed) history."""
+    mode = "max" if "acc" in monitor or "auc" in monitor or "iou" in monitor else "min"
+    values = [row[monitor] for row in evaluation.read_history(history) if monitor in row]
+    return mode, (max(values) if mode == "max" else min(values)) if values else None
+
+
 def _callbacks(run: Path, recipe: Recipe, seconds: float) -> list:
     fit = recipe.fit
+    mode, best = _best_so_far(run / rundir.HISTORY, fit.monitor)
     out = [
         keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.BackupAndRestore(str(run / rundir.BACKUP)),
         keras.callbacks.ModelCheckpoint(
-            str(run / rundir.BEST), monitor=fit.monitor, save_best_only=True
+            str(run / rundir.BEST),
+            monitor=fit.monitor,
+            mode=mode,
+            save_best_only=True,
+            initial_value_threshold=best,
         ),
         keras.callbacks.CSVLogger(str(run / rundir.HISTORY), append=True),
         keras.callbacks.TensorBoard(str(run / rundir.TENSORBOARD)),
@@ -124,6 +135,10 @@ def _callbacks(run: Path, recipe: Recipe, seconds: float) -> list:
     ]
     if fit.early_stopping is not None:
         out.append(keras.callbacks.EarlyStopping(**fit.early_stopping.model_dump()))
+    # Last: an epoch is backed up only after its history row, best checkpoint and seconds are
+    # written, so a crash in between can leave an extra row (trimmed on resume), never a gap.
+    # double_checkpoint keeps the previous backup, for a kill in the middle of writing one.
+    out.append(keras.callbacks.BackupAndRestore(str(run / rundir.BACKUP), double_checkpoint=True))
     return out
 
 

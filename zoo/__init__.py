@@ -11,17 +11,24 @@ run = zoo.train("lenet_digits", output="runs/digits")
 """
 
 from zoo.errors import ZooError
+
+# Imported here, not lazily: a function named like its submodule must be bound after the
+# submodule is, or `import zoo.export` would replace the function with the module.
+from zoo.export import export
+from zoo.predict import predict
 from zoo.recipes import list_recipes, load_recipe
 from zoo.registry import get, info, list_models, register
 
 __all__ = [
     "ZooError",
     "evaluate",
+    "export",
     "get",
     "info",
     "list_models",
     "list_recipes",
     "load_recipe",
+    "predict",
     "register",
     "train",
 ]

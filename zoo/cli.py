@@ -118,6 +118,105 @@ def eval_cmd(run_dir):
     click.echo(json.dumps(evaluate_run(run_dir), indent=2, sort_keys=True))
 
 
+@main.command("export", cls=_Command)
+@click.argument("source", type=click.Path())
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["savedmodel", "tflite", "onnx"]),
+    required=True,
+    help="Export format.",
+)
+@click.option(
+    "--quantize",
+    type=click.Choice(["none", "dynamic", "float16", "int8"]),
+    default="none",
+    show_default=True,
+    help="TFLite quantization.",
+)
+@click.option(
+    "--full-integer",
+    is_flag=True,
+    help="With --quantize int8: int8 input and output (microcontrollers).",
+)
+@click.option(
+    "--representative",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Training-pipeline images used to calibrate int8.",
+)
+@click.option(
+    "--tolerance",
+    type=click.FloatRange(0, 1),
+    help="Minimum top-1 agreement with Keras (default 0.99 float, 0.98 quantized).",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(file_okay=False),
+    help="Folder for the export (default RUN_DIR/export).",
+)
+def export_cmd(source, fmt, quantize, full_integer, representative, tolerance, output):
+    """Export SOURCE (a run directory or a .keras file) and check it against Keras.
+
+    Writes the model, labels.txt and <model>.parity.json; exits 1 when top-1 agreement with the
+    Keras model on the eval images is below the tolerance.
+    """
+    from zoo.export import ParityError, export
+
+    try:
+        report = export(
+            source,
+            format=fmt,
+            quantize=quantize,
+            output=output,
+            representative=representative,
+            full_integer=full_integer,
+            tolerance=tolerance,
+        )
+    except ParityError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    rows = [
+        ("file", report["path"]),
+        ("size", f"{report['size_bytes'] / 1024:.1f} KiB"),
+        ("examples", report["examples"]),
+        ("max abs diff", f"{report['max_abs_diff']:.3g}"),
+        ("max rel diff", f"{report['max_rel_diff']:.3g}"),
+        ("top-1 agreement", f"{report['top1_agreement']:.4f} (tolerance {report['tolerance']})"),
+    ]
+    if "keras_accuracy" in report:
+        rows.append(
+            (
+                "accuracy",
+                f"{report['export_accuracy']:.4f} exported, {report['keras_accuracy']:.4f} Keras",
+            )
+        )
+    for key, value in rows:
+        click.echo(f"{key:<16} {value}")
+
+
+@main.command(cls=_Command)
+@click.argument("model", type=click.Path())
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--top-k", "-k", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON.")
+def predict(model, images, top_k, as_json):
+    """Top-k classes of IMAGES with MODEL: a run directory, a .keras file, a SavedModel
+    directory, a .tflite or an .onnx file."""
+    from zoo.predict import predict as run_predict
+
+    results = run_predict(model, images, top_k=top_k)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    for result in results:
+        click.echo(result["image"])
+        for entry in result["top"]:
+            click.echo(f"  {entry['score']:.4f}  {entry['name']}")
+
+
 @main.command("train", cls=_Command)
 @click.argument("recipe", required=False)
 @click.option(

@@ -1,0 +1,197 @@
+"""Exports of a small trained model in every format and quantization, reloaded and compared."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import zoo
+from zoo.errors import ZooError
+from zoo.export import ParityError, export, runner
+from zoo.recipes import load_recipe
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("digits") / "run"
+    recipe = load_recipe("lenet_digits", ["fit.epochs=6", "fit.verbose=0"])
+    return zoo.train(recipe, output=out, log=lambda *a, **k: None)
+
+
+CASES = [
+    ("savedmodel", "none", False, "model_savedmodel"),
+    ("tflite", "none", False, "model.tflite"),
+    ("tflite", "float16", False, "model_float16.tflite"),
+    ("tflite", "dynamic", False, "model_dynamic.tflite"),
+    ("tflite", "int8", False, "model_int8.tflite"),
+    ("tflite", "int8", True, "model_int8_full.tflite"),
+    ("onnx", "none", False, "model.onnx"),
+]
+
+
+@pytest.mark.parametrize("fmt, quantize, full, name", CASES, ids=lambda v: str(v))
+def test_export_matches_keras(trained, fmt, quantize, full, name):
+    report = export(trained, format=fmt, quantize=quantize, full_integer=full)
+    path = trained / "export" / name
+    assert Path(report["path"]) == path and path.exists()
+    saved = json.loads((trained / "export" / f"{name}.parity.json").read_text())
+    assert saved == report
+    assert report["examples"] == 360  # the whole eval split of digits
+    assert (trained / "export" / "labels.txt").read_text().split() == [str(d) for d in range(10)]
+    if quantize in ("none",):
+        assert report["top1_agreement"] == 1.0
+        assert report["max_rel_diff"] < 1e-4
+    elif quantize == "float16":
+        assert report["top1_agreement"] >= 0.99
+    else:
+        assert report["top1_agreement"] >= 0.98
+        assert abs(report["export_accuracy"] - report["keras_accuracy"]) <= 0.01
+    # The exported file runs on its own: raw [0, 255] pixels in, probabilities out.
+    pixels = np.full((2, 32, 32, 1), 255.0, "float32")
+    out = runner(path, fmt)(pixels)
+    assert out.shape == (2, 10)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=0.02)
+
+
+def test_int8_is_small_and_full_integer_takes_int8(trained):
+    f32 = export(trained, format="tflite")
+    i8 = export(trained, format="tflite", quantize="int8", full_integer=True)
+    assert i8["size_bytes"] <= 0.30 * f32["size_bytes"]
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=i8["path"])
+    assert interpreter.get_input_details()[0]["dtype"] == np.int8
+    assert interpreter.get_output_details()[0]["dtype"] == np.int8
+
+
+def test_export_of_a_keras_file_uses_random_pixels(trained, tmp_path):
+    report = export(trained / "model.keras", format="tflite", output=tmp_path, samples=16)
+    assert report["examples"] == 16 and "keras_accuracy" not in report
+    assert report["data"].startswith("random pixels")
+
+
+def test_parity_below_tolerance_raises_and_keeps_the_report(trained, monkeypatch):
+    import importlib
+
+    export_module = importlib.import_module("zoo.export")  # `zoo.export` is the function
+
+    real = export_module.parity
+    monkeypatch.setattr(export_module, "parity", lambda *a: {**real(*a), "top1_agreement": 0.5})
+    with pytest.raises(ParityError, match="agreement with Keras 0.5000 is below the tolerance"):
+        export(trained, format="tflite", quantize="dynamic")
+    saved = json.loads((trained / "export" / "model_dynamic.tflite.parity.json").read_text())
+    assert saved["top1_agreement"] == 0.5 and saved["tolerance"] == 0.98
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"format": "coreml"}, "unknown export format 'coreml'"),
+        ({"format": "tflite", "quantize": "int4"}, "unknown quantization 'int4'"),
+        ({"format": "onnx", "quantize": "int8"}, "is for --format tflite"),
+        ({"format": "tflite", "full_integer": True}, "needs --quantize int8"),
+        ({"format": "tflite", "tolerance": 1.5}, "tolerance must be between 0 and 1"),
+    ],
+)
+def test_export_errors(trained, kwargs, message):
+    with pytest.raises(ZooError, match=message):
+        export(trained, **kwargs)
+
+
+def test_export_needs_a_model(tmp_path):
+    with pytest.raises(ZooError, match="holds no model.keras"):
+        export(tmp_path, format="onnx")
+
+
+def test_cli_export_prints_the_parity_table(trained):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    zoo_bin = str(Path(sys.executable).parent / "zoo")
+    result = subprocess.run(
+        [zoo_bin, "export", str(trained), "--format", "tflite", "--quantize", "float16"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "top-1 agreement" in result.stdout and "exported" in result.stdout
+    bad = subprocess.run(
+        [zoo_bin, "export", str(trained), "--format", "savedmodel", "--quantize", "int8"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert bad.returncode == 2 and "is for --format tflite" in bad.stderr
+
+
+def png_digits(tmp_path, trained):
+    """Eval images of the trained recipe written as PNG files, with their labels."""
+    from PIL import Image
+
+    from zoo.data import build
+
+    data = build(load_recipe(trained / "recipe.toml"), training=False)
+    x, y = next(iter(data.eval))
+    paths = []
+    for i, image in enumerate(x.numpy()[:6]):
+        path = tmp_path / f"digit{i}.png"
+        Image.fromarray(image[..., 0].round().astype("uint8"), mode="L").save(path)
+        paths.append(path)
+    return paths, y.numpy()[:6], x.numpy()[:6]
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["run", "keras", "model_savedmodel", "model.tflite", "model_int8.tflite", "model.onnx"],
+)
+def test_predict_every_format_agrees_with_keras(trained, tmp_path, target):
+    import keras
+
+    for fmt, quantize in (
+        ("savedmodel", "none"),
+        ("tflite", "none"),
+        ("tflite", "int8"),
+        ("onnx", "none"),
+    ):
+        export(trained, format=fmt, quantize=quantize)
+    paths, labels, pixels = png_digits(tmp_path, trained)
+    model = {"run": trained, "keras": trained / "model.keras"}.get(
+        target, trained / "export" / target
+    )
+    results = zoo.predict(model, paths, top_k=3)
+    keras_top1 = keras.saving.load_model(trained / "model.keras").predict(pixels, verbose=0)
+    agree = 0
+    for result, expected in zip(results, keras_top1.argmax(1)):
+        assert len(result["top"]) == 3
+        agree += result["top"][0]["name"] == str(expected)
+        scores = [t["score"] for t in result["top"]]
+        assert scores == sorted(scores, reverse=True)
+    # The PNG round trip is lossless at the trained size: float formats agree on every image,
+    # int8 (98% agreement over the eval split) on all but at most one.
+    assert agree >= (5 if "int8" in target else 6)
+
+
+def test_cli_predict_json(trained, tmp_path):
+    paths, _, _ = png_digits(tmp_path, trained)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    zoo_bin = str(Path(sys.executable).parent / "zoo")
+    result = subprocess.run(
+        [zoo_bin, "predict", str(trained), *map(str, paths[:2]), "--json", "-k", "2"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    parsed = json.loads(result.stdout)
+    assert [r["image"] for r in parsed] == [str(p) for p in paths[:2]]
+    assert all(len(r["top"]) == 2 for r in parsed)
+    bad = subprocess.run(
+        [zoo_bin, "predict", str(tmp_path / "none.tflite"), str(paths[0])],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert bad.returncode == 2 and "cannot predict with" in bad.stderr

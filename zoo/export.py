@@ -1,0 +1,264 @@
+"""Export a trained model to SavedModel, TFLite (float32, float16, dynamic range, int8) or ONNX,
+and check the export against the Keras model on real eval images (the parity report).
+
+Built on Keras' own `model.export`; TFLite models run through ai-edge-litert's interpreter and
+ONNX models through onnxruntime. The exported model is the trained one, preprocessing included:
+it takes raw pixel values in [0, 255] at the recipe's image size.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from zoo import rundir
+from zoo.errors import ZooError
+
+FORMATS = ("savedmodel", "tflite", "onnx")
+QUANTIZATIONS = ("none", "dynamic", "float16", "int8")
+# Minimum top-1 agreement with the Keras model, by quantization, unless --tolerance says.
+DEFAULT_AGREEMENT = {"none": 0.99, "dynamic": 0.98, "float16": 0.99, "int8": 0.98}
+
+
+class ParityError(ZooError):
+    """The export disagrees with the Keras model more than the tolerance allows."""
+
+
+def artifact_name(fmt: str, quantize: str, full_integer: bool = False) -> str:
+    suffix = "" if quantize == "none" else f"_{quantize}" + ("_full" if full_integer else "")
+    return {
+        "savedmodel": "model_savedmodel",
+        "tflite": f"model{suffix}.tflite",
+        "onnx": "model.onnx",
+    }[fmt]
+
+
+def _load_source(source):
+    """(model, recipe or None, run dir or None) of a run directory or a .keras file."""
+    import keras
+
+    from zoo.recipes import load_recipe
+
+    path = Path(source)
+    if path.is_dir():
+        if not (path / rundir.MODEL).is_file():
+            raise ZooError(
+                f"{path} holds no {rundir.MODEL}: export needs a finished zoo run "
+                "(or the path of a .keras file)"
+            )
+        return (
+            keras.saving.load_model(path / rundir.MODEL),
+            load_recipe(path / rundir.RECIPE),
+            path,
+        )
+    if path.suffix == ".keras" and path.is_file():
+        return keras.saving.load_model(path), None, None
+    raise ZooError(f"cannot export {str(source)!r}: give a zoo run directory or a .keras file")
+
+
+def _eval_batches(recipe, model, samples: int, seed: int = 0):
+    """Real eval images of the recipe (all of the split) or, without a recipe, random pixels."""
+    if recipe is not None:
+        from zoo.data import build
+
+        data = build(recipe, training=False)
+        images, labels = [], []
+        for x, y in data.eval:
+            images.append(x.numpy())
+            labels.append(y.numpy())
+        labels = np.concatenate(labels)
+        if labels.ndim == 2:
+            labels = labels.argmax(axis=1)
+        return np.concatenate(images), labels, data.class_names
+    shape = tuple(model.input.shape[1:])
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 255, (samples, *shape)).astype("float32"), None, None
+
+
+def _calibration_images(recipe, count: int, fallback: np.ndarray) -> np.ndarray:
+    """`count` images of the recipe's training split, as the pipeline feeds them but without
+    augmentation; without a recipe, the parity images."""
+    if recipe is None:
+        return fallback[:count]
+    from zoo.data import build
+
+    data = build(recipe.model_copy(update={"augment": []}))
+    images, total = [], 0
+    for x, _ in data.train:
+        images.append(x.numpy())
+        total += len(images[-1])
+        if total >= count:
+            break
+    return np.concatenate(images)[:count]
+
+
+def _converter_options(quantize: str, calibration, full_integer: bool):
+    import tensorflow as tf
+
+    if quantize == "none":
+        return {}
+    options = {"optimizations": [tf.lite.Optimize.DEFAULT]}
+    if quantize == "float16":
+        options["target_spec"] = tf.lite.TargetSpec(supported_types=[tf.float16])
+    elif quantize == "int8":
+        calibration = calibration()
+
+        def representative():
+            for image in calibration:
+                yield [image[None]]
+
+        options["representative_dataset"] = representative
+        if full_integer:
+            options["target_spec"] = tf.lite.TargetSpec(
+                supported_ops=[tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            )
+            options["inference_input_type"] = tf.int8
+            options["inference_output_type"] = tf.int8
+    return options
+
+
+def runner(path: Path, fmt: str):
+    """A function from a float32 batch of raw pixels to the exported model's outputs."""
+    if fmt == "savedmodel":
+        import tensorflow as tf
+
+        serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+        return lambda x: next(iter(serve(tf.constant(x)).values())).numpy()
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {name: x})[0]
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+
+    def run(x):
+        inp = interpreter.get_input_details()[0]
+        if tuple(inp["shape"]) != x.shape:
+            interpreter.resize_tensor_input(inp["index"], x.shape)
+        interpreter.allocate_tensors()
+        inp = interpreter.get_input_details()[0]
+        out = interpreter.get_output_details()[0]
+        if inp["dtype"] != np.float32:
+            scale, zero = inp["quantization"]
+            x = np.clip(
+                np.round(x / scale + zero), np.iinfo(inp["dtype"]).min, np.iinfo(inp["dtype"]).max
+            ).astype(inp["dtype"])
+        interpreter.set_tensor(inp["index"], x)
+        interpreter.invoke()
+        y = interpreter.get_tensor(out["index"])
+        if out["dtype"] != np.float32:
+            scale, zero = out["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        return y
+
+    return run
+
+
+def _predict(fn, images: np.ndarray, batch: int = 64) -> np.ndarray:
+    return np.concatenate([fn(images[i : i + batch]) for i in range(0, len(images), batch)])
+
+
+def parity(reference: np.ndarray, exported: np.ndarray, labels) -> dict:
+    diff = np.abs(reference - exported)
+    report = {
+        "examples": int(len(reference)),
+        "max_abs_diff": float(diff.max()),
+        "max_rel_diff": float((diff / np.maximum(np.abs(reference), 1e-6)).max()),
+        "top1_agreement": float((reference.argmax(1) == exported.argmax(1)).mean()),
+    }
+    if labels is not None:
+        report["keras_accuracy"] = float((reference.argmax(1) == labels).mean())
+        report["export_accuracy"] = float((exported.argmax(1) == labels).mean())
+    return report
+
+
+def export(
+    source,
+    *,
+    format: str,
+    quantize: str = "none",
+    output=None,
+    representative: int = 200,
+    full_integer: bool = False,
+    tolerance: float | None = None,
+    samples: int = 256,
+) -> dict:
+    """Exports a run directory or .keras file and writes `<artifact>.parity.json` beside it.
+
+    Returns the parity report (with `path`, `size_bytes`, `tolerance`); raises ParityError
+    when top-1 agreement with the Keras model falls below `tolerance`.
+
+    Example:
+
+    ```python
+    report = zoo.export("runs/digits", format="tflite", quantize="int8")
+    ```
+    """
+    if format not in FORMATS:
+        raise ZooError(f"unknown export format {format!r}; allowed: {', '.join(FORMATS)}")
+    if quantize not in QUANTIZATIONS:
+        raise ZooError(f"unknown quantization {quantize!r}; allowed: {', '.join(QUANTIZATIONS)}")
+    if quantize != "none" and format != "tflite":
+        raise ZooError(
+            f"quantization {quantize!r} is for --format tflite; {format} exports float32 only"
+        )
+    if full_integer and quantize != "int8":
+        raise ZooError("full integer input and output needs --quantize int8")
+    if tolerance is not None and not 0 <= tolerance <= 1:
+        raise ZooError(
+            f"tolerance must be between 0 and 1 (a top-1 agreement), received {tolerance}"
+        )
+    model, recipe, run = _load_source(source)
+    out_dir = Path(output) if output else (run / "export" if run else Path(source).parent)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    images, labels, class_names = _eval_batches(recipe, model, samples)
+    path = out_dir / artifact_name(format, quantize, full_integer)
+    if path.exists():
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    # Predicting first also "calls" a freshly loaded model, which the ONNX exporter requires.
+    reference = model.predict(images, verbose=0, batch_size=64)
+    keras_format = {"savedmodel": "tf_saved_model", "tflite": "litert", "onnx": "onnx"}[format]
+    options = _converter_options(
+        quantize,
+        lambda: _calibration_images(recipe, representative, images),
+        full_integer,
+    )
+    try:
+        model.export(str(path), format=keras_format, verbose=False, **options)
+    except Exception as e:  # converters raise many types; the message names the layer
+        raise ZooError(f"{format} export failed: {str(e).splitlines()[0]}") from e
+    if class_names:
+        rundir.write_text(out_dir / "labels.txt", "\n".join(class_names) + "\n")
+
+    exported = _predict(runner(path, format), images)
+    report = parity(reference, exported, labels)
+    threshold = DEFAULT_AGREEMENT[quantize] if tolerance is None else tolerance
+    report.update(
+        {
+            "format": format,
+            "quantize": quantize,
+            "full_integer": full_integer,
+            "path": str(path),
+            "size_bytes": _size(path),
+            "tolerance": threshold,
+            "data": recipe.data.source if recipe else "random pixels (no recipe)",
+        }
+    )
+    rundir.write_json(out_dir / f"{path.name}.parity.json", report)
+    if report["top1_agreement"] < threshold:
+        raise ParityError(
+            f"{path.name}: top-1 agreement with Keras {report['top1_agreement']:.4f} is below "
+            f"the tolerance {threshold} (see {path.name}.parity.json)"
+        )
+    return report
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())

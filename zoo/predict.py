@@ -1,0 +1,116 @@
+"""Top-k predictions on image files with any saved form of a model: a run directory, a .keras
+file, a SavedModel directory, a .tflite or an .onnx file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from zoo import rundir
+from zoo.errors import ZooError
+
+
+def _kind(path: Path) -> str:
+    if path.is_dir():
+        if (path / rundir.MODEL).is_file():
+            return "run"
+        if (path / "saved_model.pb").is_file():
+            return "savedmodel"
+    elif path.is_file() and path.suffix in (".keras", ".tflite", ".onnx"):
+        return path.suffix[1:]
+    raise ZooError(
+        f"cannot predict with {str(path)!r}: give a run directory, a .keras file, a SavedModel "
+        "directory, a .tflite or an .onnx file"
+    )
+
+
+def _labels(path: Path, kind: str) -> list[str] | None:
+    if kind == "run":
+        classes = rundir.read_json(path / rundir.METRICS).get("classes")
+        if classes:
+            return list(classes)
+    for folder in (path, path.parent) if path.is_dir() else (path.parent,):
+        if (folder / "labels.txt").is_file():
+            return (folder / "labels.txt").read_text().split("\n")[:-1]
+    return None
+
+
+def load(path) -> tuple:
+    """(predict function on float32 batches, input shape (H, W, C), class names or None)."""
+    import keras
+
+    from zoo.export import runner
+
+    path = Path(path)
+    kind = _kind(path)
+    if kind in ("run", "keras"):
+        model = keras.saving.load_model(path / rundir.MODEL if kind == "run" else path)
+        shape = tuple(model.input.shape[1:])
+        return (lambda x: model.predict(x, verbose=0)), shape, _labels(path, kind)
+    fn = runner(path, kind)
+    if kind == "tflite":
+        from ai_edge_litert.interpreter import Interpreter
+
+        shape = tuple(
+            int(d) for d in Interpreter(model_path=str(path)).get_input_details()[0]["shape"][1:]
+        )
+    elif kind == "onnx":
+        import onnxruntime
+
+        dims = onnxruntime.InferenceSession(str(path)).get_inputs()[0].shape[1:]
+        shape = tuple(int(d) for d in dims)
+    else:
+        import tensorflow as tf
+
+        spec = tf.saved_model.load(str(path)).signatures["serving_default"]
+        (tensor,) = spec.structured_input_signature[1].values()
+        shape = tuple(int(d) for d in tensor.shape[1:])
+    return fn, shape, _labels(path, kind)
+
+
+def read_image(path, shape) -> np.ndarray:
+    """An image file as float32 pixels in [0, 255], resized to the model's input size."""
+    from PIL import Image, UnidentifiedImageError
+
+    height, width, channels = shape
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if channels == 1 else "RGB")
+            if image.size != (width, height):
+                image = image.resize((width, height), Image.Resampling.BILINEAR)
+            array = np.asarray(image, dtype=np.float32)
+    except (OSError, UnidentifiedImageError) as e:
+        raise ZooError(f"cannot read image {str(path)!r}: {e}") from e
+    return array[..., None] if channels == 1 else array
+
+
+def predict(model, images, top_k: int = 5) -> list[dict]:
+    """Top-k classes with names and scores for each image file.
+
+    Example:
+
+    ```python
+    zoo.predict("runs/digits/export/model_int8.tflite", ["seven.png"], top_k=3)
+    ```
+    """
+    fn, shape, labels = load(model)
+    batch = np.stack([read_image(p, shape) for p in images])
+    scores = np.asarray(fn(batch), dtype=np.float64)
+    out = []
+    for path, row in zip(images, scores, strict=True):
+        best = np.argsort(-row)[:top_k]
+        out.append(
+            {
+                "image": str(path),
+                "top": [
+                    {
+                        "class": int(i),
+                        "name": labels[i] if labels else str(i),
+                        "score": float(row[i]),
+                    }
+                    for i in best
+                ],
+            }
+        )
+    return out

@@ -143,13 +143,9 @@ def png_digits(tmp_path, trained):
     return paths, y.numpy()[:6], x.numpy()[:6]
 
 
-@pytest.mark.parametrize(
-    "target",
-    ["run", "keras", "model_savedmodel", "model.tflite", "model_int8.tflite", "model.onnx"],
-)
-def test_predict_every_format_agrees_with_keras(trained, tmp_path, target):
-    import keras
-
+@pytest.fixture(scope="module")
+def exported(trained):
+    """The trained run with a float SavedModel, TFLite, int8 TFLite and ONNX export."""
     for fmt, quantize in (
         ("savedmodel", "none"),
         ("tflite", "none"),
@@ -157,6 +153,17 @@ def test_predict_every_format_agrees_with_keras(trained, tmp_path, target):
         ("onnx", "none"),
     ):
         export(trained, format=fmt, quantize=quantize)
+    return trained
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["run", "keras", "model_savedmodel", "model.tflite", "model_int8.tflite", "model.onnx"],
+)
+def test_predict_every_format_agrees_with_keras(exported, tmp_path, target):
+    import keras
+
+    trained = exported
     paths, labels, pixels = png_digits(tmp_path, trained)
     model = {"run": trained, "keras": trained / "model.keras"}.get(
         target, trained / "export" / target
@@ -195,3 +202,20 @@ def test_cli_predict_json(trained, tmp_path):
         env=env,
     )
     assert bad.returncode == 2 and "cannot predict with" in bad.stderr
+
+
+@pytest.mark.parametrize("fmt", ["savedmodel", "tflite", "onnx"])
+def test_uint8_input_carries_the_preprocessing(exported, tmp_path, fmt):
+    """Decoded image bytes go in as they are: same top-1 as the Keras model on the pipeline."""
+    import keras
+
+    report = export(exported, format=fmt, input_dtype="uint8")
+    assert report["top1_agreement"] == 1.0 and report["input_dtype"] == "uint8"
+    paths, _, pixels = png_digits(tmp_path, exported)
+    from PIL import Image
+
+    raw = np.stack([np.asarray(Image.open(p))[..., None] for p in paths])  # uint8 from PNG
+    assert raw.dtype == np.uint8
+    keras_top1 = keras.saving.load_model(exported / "model.keras").predict(pixels, verbose=0)
+    exported_out = runner(Path(report["path"]), fmt)(raw)
+    np.testing.assert_array_equal(exported_out.argmax(1), keras_top1.argmax(1))

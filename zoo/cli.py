@@ -152,12 +152,19 @@ def eval_cmd(run_dir):
     help="Minimum top-1 agreement with Keras (default 0.99 float, 0.98 quantized).",
 )
 @click.option(
+    "--input-dtype",
+    type=click.Choice(["float32", "uint8"]),
+    default="float32",
+    show_default=True,
+    help="Type of the exported model's raw pixel input.",
+)
+@click.option(
     "--output",
     "-o",
     type=click.Path(file_okay=False),
     help="Folder for the export (default RUN_DIR/export).",
 )
-def export_cmd(source, fmt, quantize, full_integer, representative, tolerance, output):
+def export_cmd(source, fmt, quantize, full_integer, representative, tolerance, input_dtype, output):
     """Export SOURCE (a run directory or a .keras file) and check it against Keras.
 
     Writes the model, labels.txt and <model>.parity.json; exits 1 when top-1 agreement with the
@@ -174,6 +181,7 @@ def export_cmd(source, fmt, quantize, full_integer, representative, tolerance, o
             representative=representative,
             full_integer=full_integer,
             tolerance=tolerance,
+            input_dtype=input_dtype,
         )
     except ParityError as e:
         click.echo(f"error: {e}", err=True)

@@ -26,8 +26,11 @@ class ParityError(ZooError):
     """The export disagrees with the Keras model more than the tolerance allows."""
 
 
-def artifact_name(fmt: str, quantize: str, full_integer: bool = False) -> str:
+def artifact_name(
+    fmt: str, quantize: str, full_integer: bool = False, input_dtype: str = "float32"
+) -> str:
     suffix = "" if quantize == "none" else f"_{quantize}" + ("_full" if full_integer else "")
+    suffix += "_uint8" if input_dtype == "uint8" else ""
     return {
         "savedmodel": "model_savedmodel",
         "tflite": f"model{suffix}.tflite",
@@ -125,13 +128,15 @@ def runner(path: Path, fmt: str):
         import tensorflow as tf
 
         serve = tf.saved_model.load(str(path)).signatures["serving_default"]
-        return lambda x: next(iter(serve(tf.constant(x)).values())).numpy()
+        (spec,) = serve.structured_input_signature[1].values()
+        return lambda x: next(iter(serve(tf.constant(x, dtype=spec.dtype)).values())).numpy()
     if fmt == "onnx":
         import onnxruntime
 
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
-        return lambda x: session.run(None, {name: x})[0]
+        dtype = np.uint8 if session.get_inputs()[0].type == "tensor(uint8)" else np.float32
+        return lambda x: session.run(None, {name: x.astype(dtype)})[0]
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path))
@@ -143,7 +148,9 @@ def runner(path: Path, fmt: str):
         interpreter.allocate_tensors()
         inp = interpreter.get_input_details()[0]
         out = interpreter.get_output_details()[0]
-        if inp["dtype"] != np.float32:
+        if inp["dtype"] != np.float32 and not inp["quantization"][0]:
+            x = x.astype(inp["dtype"])  # raw uint8 pixels
+        elif inp["dtype"] != np.float32:
             scale, zero = inp["quantization"]
             x = np.clip(
                 np.round(x / scale + zero), np.iinfo(inp["dtype"]).min, np.iinfo(inp["dtype"]).max
@@ -187,8 +194,12 @@ def export(
     full_integer: bool = False,
     tolerance: float | None = None,
     samples: int = 256,
+    input_dtype: str = "float32",
 ) -> dict:
     """Exports a run directory or .keras file and writes `<artifact>.parity.json` beside it.
+
+    The exported model takes raw pixels at the recipe's image size, as float32 or, with
+    `input_dtype="uint8"`, as uint8 (what image decoders give).
 
     Returns the parity report (with `path`, `size_bytes`, `tolerance`); raises ParityError
     when top-1 agreement with the Keras model falls below `tolerance`.
@@ -209,6 +220,10 @@ def export(
         )
     if full_integer and quantize != "int8":
         raise ZooError("full integer input and output needs --quantize int8")
+    if input_dtype not in ("float32", "uint8"):
+        raise ZooError(f"input_dtype must be 'float32' or 'uint8', received {input_dtype!r}")
+    if full_integer and input_dtype != "float32":
+        raise ZooError("full integer models take int8 input; leave the input type as float32")
     if tolerance is not None and not 0 <= tolerance <= 1:
         raise ZooError(
             f"tolerance must be between 0 and 1 (a top-1 agreement), received {tolerance}"
@@ -217,7 +232,7 @@ def export(
     out_dir = Path(output) if output else (run / "export" if run else Path(source).parent)
     out_dir.mkdir(parents=True, exist_ok=True)
     images, labels, class_names = _eval_batches(recipe, model, samples)
-    path = out_dir / artifact_name(format, quantize, full_integer)
+    path = out_dir / artifact_name(format, quantize, full_integer, input_dtype)
     if path.exists():
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     # Predicting first also "calls" a freshly loaded model, which the ONNX exporter requires.
@@ -228,8 +243,11 @@ def export(
         lambda: _calibration_images(recipe, representative, images),
         full_integer,
     )
+    target = _uint8_input(model) if input_dtype == "uint8" else model
+    if target is not model:
+        target.predict(images[:1].astype("uint8"), verbose=0)
     try:
-        model.export(str(path), format=keras_format, verbose=False, **options)
+        target.export(str(path), format=keras_format, verbose=False, **options)
     except Exception as e:  # converters raise many types; the message names the layer
         raise ZooError(f"{format} export failed: {str(e).splitlines()[0]}") from e
     if class_names:
@@ -243,6 +261,7 @@ def export(
             "format": format,
             "quantize": quantize,
             "full_integer": full_integer,
+            "input_dtype": input_dtype,
             "path": str(path),
             "size_bytes": _size(path),
             "tolerance": threshold,
@@ -256,6 +275,14 @@ def export(
             f"the tolerance {threshold} (see {path.name}.parity.json)"
         )
     return report
+
+
+def _uint8_input(model):
+    """The model behind a uint8 input: decoded image bytes go straight in."""
+    import keras
+
+    inputs = keras.Input(shape=tuple(model.input.shape[1:]), dtype="uint8", name="image")
+    return keras.Model(inputs, model(keras.ops.cast(inputs, "float32")), name=model.name)
 
 
 def _size(path: Path) -> int:

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test test-all lint clean
+.PHONY: install train test test-all lint bench clean
 
 install: $(STAMP)
 
@@ -22,6 +22,11 @@ test: install
 
 test-all: install
 	$(BIN)/python -m pytest -q
+
+# Latency and size of every export of a small trained model, beside its Keras model.
+bench: install
+	test -f runs/bench-digits/metrics.json || $(BIN)/zoo-train lenet_digits --output runs/bench-digits
+	$(BIN)/zoo bench --export runs/bench-digits
 
 lint: install
 	$(BIN)/ruff check zoo tests

@@ -219,3 +219,36 @@ def test_uint8_input_carries_the_preprocessing(exported, tmp_path, fmt):
     keras_top1 = keras.saving.load_model(exported / "model.keras").predict(pixels, verbose=0)
     exported_out = runner(Path(report["path"]), fmt)(raw)
     np.testing.assert_array_equal(exported_out.argmax(1), keras_top1.argmax(1))
+
+
+def test_bench_exports_reports_every_runtime(exported):
+    from zoo.bench import bench_exports, format_table
+
+    rows = bench_exports(exported, repeats=2, warmup=1)
+    assert [r["model"] for r in rows] == [
+        "Keras",
+        "SavedModel",
+        "TFLite float32",
+        "TFLite int8",
+        "ONNX Runtime",
+    ]
+    for row in rows:
+        assert row["size_bytes"] > 0 and row["batch1_ms"] > 0 and row["batch32_ms"] > 0
+    assert rows[0]["batch1_vs_keras"] == 1.0
+    assert rows[3]["size_bytes"] <= 0.30 * rows[2]["size_bytes"]
+    table = format_table(rows)
+    assert table.splitlines()[0].split()[:2] == ["model", "size"]
+    assert len(table.splitlines()) == 6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_every_registry_model_exports(name, tmp_path):
+    """Each architecture converts to TFLite and ONNX with outputs equal to Keras."""
+    shape = (28, 28, 1) if name == "lenet5" else (32, 32, 3)
+    model = zoo.get(name, input_shape=shape, classes=5)
+    model.save(tmp_path / "model.keras")
+    for fmt in ("tflite", "onnx"):
+        report = export(tmp_path / "model.keras", format=fmt, samples=8)
+        assert report["top1_agreement"] == 1.0
+        assert report["max_abs_diff"] < 1e-4

@@ -225,6 +225,31 @@ def predict(model, images, top_k, as_json):
             click.echo(f"  {entry['score']:.4f}  {entry['name']}")
 
 
+@main.command(cls=_Command)
+@click.option(
+    "--export",
+    "run_dir",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="A finished run: time its Keras model and its exports.",
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Timed calls per model and batch size (after 5 warm-up calls).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+def bench(run_dir, repeats, as_json):
+    """Latency (median, batch 1 and 32) and size of a run's exports beside the Keras model,
+    on this machine's CPU; exports what is missing first."""
+    from zoo.bench import bench_exports, format_table
+
+    rows = bench_exports(run_dir, repeats=repeats)
+    click.echo(json.dumps(rows, indent=2) if as_json else format_table(rows))
+
+
 @main.command("train", cls=_Command)
 @click.argument("recipe", required=False)
 @click.option(

@@ -165,3 +165,31 @@ def test_killed_run_resumes_from_the_cli(tmp_path):
         epochs = [int(r["epoch"]) for r in csv.DictReader(f)]
     assert epochs == list(range(25))
     assert json.loads((out / "metrics.json").read_text())["accuracy"] >= 0.95
+
+
+def test_saved_models_with_custom_objects_load_after_import_zoo(tmp_path):
+    """A fresh process that only imports zoo loads a model using zoo's layer and schedule."""
+    import zoo
+    from zoo.recipes import load_recipe
+    from zoo.training import build_model, compile_model
+
+    recipe = load_recipe("resnet18_cifar10", ["model.name=resnet20", "model.args={}"])
+    model = build_model(recipe, classes=10)
+    compile_model(model, recipe, steps_per_epoch=10, jit_compile=False)
+    model.optimizer.build(model.trainable_variables)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    assert zoo.get  # the in-process registry is not what the subprocess relies on
+    code = (
+        "import sys, zoo, keras; m = keras.saving.load_model(sys.argv[1]); "
+        "print(m.optimizer.get_config()['learning_rate']['class_name'], m.get_layer('resnet20')"
+        ".get_layer('conv3_block1_0_pad').__class__.__name__)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-2:] == ["Warmup", "ShortcutPad"]

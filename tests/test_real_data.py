@@ -71,3 +71,35 @@ def test_lenet_mnist_recipe_reaches_99_percent(tmp_path, quiet):
     )
     run = zoo.train(recipe, output=tmp_path / "run", log=quiet)
     assert json.loads((run / "metrics.json").read_text())["accuracy"] >= 0.99
+
+
+def test_cifar_resnet_exports_to_every_format(tmp_path, quiet):
+    """Standardization and the parameter-free shortcuts survive SavedModel, TFLite and ONNX."""
+    cifar = shared_data("cifar10")
+    recipe = load_recipe(
+        "resnet20_cifar10",
+        [
+            "data.source=image_folder",
+            f"data.path='{cifar}'",
+            "data.classes=['cat', 'ship']",
+            "data.max_per_class=60",
+            "data.validation_split=0.5",
+            "fit.epochs=2",
+            "fit.verbose=0",
+        ],
+    )
+    run = zoo.train(recipe, output=tmp_path / "run", log=quiet)
+    for fmt, quantize in (
+        ("savedmodel", "none"),
+        ("tflite", "none"),
+        ("onnx", "none"),
+        ("tflite", "int8"),
+    ):
+        # int8 agreement on a barely trained net is not the point here: tolerance 0.
+        tolerance = 0.0 if quantize == "int8" else None
+        report = zoo.export(
+            run, format=fmt, quantize=quantize, representative=32, tolerance=tolerance
+        )
+        assert report["examples"] == 60
+        if quantize == "none":
+            assert report["top1_agreement"] == 1.0 and report["max_abs_diff"] < 1e-4

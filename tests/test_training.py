@@ -212,3 +212,16 @@ def test_resumed_best_checkpoint_starts_from_the_best_so_far(tmp_path):
     assert _best_so_far(tmp_path / "history.csv", "val_accuracy") == ("max", 0.61)
     assert _best_so_far(tmp_path / "history.csv", "val_loss") == ("min", 0.7)
     assert _best_so_far(tmp_path / "none.csv", "val_loss") == ("min", None)
+
+
+def test_standardization_inside_the_model():
+    from zoo.training import build_model
+
+    recipe = load_recipe("resnet20_cifar10")
+    model = build_model(recipe, classes=10)
+    layer = model.get_layer("standardize")
+    pixels = np.array([[[[0.0, 127.5, 255.0]]]], "float32")
+    out = keras.ops.convert_to_numpy(layer(pixels))[0, 0, 0]
+    mean, std = np.array(recipe.data.mean), np.array(recipe.data.std)
+    np.testing.assert_allclose(out, (np.array([0.0, 0.5, 1.0]) - mean) / std, rtol=1e-5)
+    assert not layer.weights  # constants: nothing for an exporter to turn into inputs

@@ -10,6 +10,10 @@ run = zoo.train("lenet_digits", output="runs/digits")
 ```
 """
 
+# Custom Keras objects (layers, learning-rate schedules) register on import, so that any saved
+# zoo model loads after `import zoo`, in Keras' safe mode.
+import zoo.layers  # noqa: F401
+import zoo.schedules  # noqa: F401
 from zoo.errors import ZooError
 
 # Imported here, not lazily: a function named like its submodule must be bound after the

@@ -299,16 +299,18 @@ def build(recipe: Recipe, *, training: bool = True) -> Data:
 
 
 def preprocessing(cfg: DataConfig):
-    """Keras layers turning [0, 255] pixels into the model's input range (part of the model)."""
+    """Keras layers turning [0, 255] pixels into the model's input range (part of the model).
+
+    Standardization is one Rescaling with per-channel constants, (x / 255 - mean) / std, not a
+    Normalization layer: its mean and variance are variables, which ONNX conversion turns into
+    extra graph inputs.
+    """
     import keras
 
     if cfg.normalization == "none":
         return []
-    out = [keras.layers.Rescaling(1.0 / 255, name="rescale")]
-    if cfg.normalization == "standardize":
-        out.append(
-            keras.layers.Normalization(
-                mean=cfg.mean, variance=[s * s for s in cfg.std], name="standardize"
-            )
-        )
-    return out
+    if cfg.normalization == "scale":
+        return [keras.layers.Rescaling(1.0 / 255, name="rescale")]
+    scale = [1.0 / (255.0 * s) for s in cfg.std]
+    offset = [-m / s for m, s in zip(cfg.mean, cfg.std, strict=True)]
+    return [keras.layers.Rescaling(scale, offset=offset, name="standardize")]

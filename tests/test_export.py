@@ -74,6 +74,16 @@ def test_export_of_a_keras_file_uses_random_pixels(trained, tmp_path):
     assert report["data"].startswith("random pixels")
 
 
+def test_export_of_a_model_object(trained, tmp_path):
+    import keras
+
+    model = keras.saving.load_model(trained / "model.keras")
+    with pytest.raises(ZooError, match="needs output="):
+        export(model, format="onnx")
+    report = export(model, format="onnx", output=tmp_path, samples=8)
+    assert report["top1_agreement"] == 1.0 and (tmp_path / "model.onnx").is_file()
+
+
 def test_parity_below_tolerance_raises_and_keeps_the_report(trained, monkeypatch):
     import importlib
 

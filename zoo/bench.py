@@ -10,7 +10,7 @@ import numpy as np
 
 from zoo import rundir
 from zoo.errors import ZooError
-from zoo.export import artifact_name, export, runner
+from zoo.export import artifact_name, export, runner, size_bytes
 
 # (label, format, quantization) of the exports compared with the Keras model.
 EXPORTS = (
@@ -30,12 +30,6 @@ def _median_ms(fn, x, repeats: int, warmup: int) -> float:
         fn(x)
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
-
-
-def _size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def bench_exports(run, *, repeats: int = 50, warmup: int = 5, batches=(1, 32)) -> list[dict]:
@@ -64,7 +58,7 @@ def bench_exports(run, *, repeats: int = 50, warmup: int = 5, batches=(1, 32)) -
         candidates.append((label, path, runner(path, fmt)))
     rows = []
     for label, path, fn in candidates:
-        row = {"model": label, "path": str(path), "size_bytes": _size(path)}
+        row = {"model": label, "path": str(path), "size_bytes": size_bytes(path)}
         for b in batches:
             row[f"batch{b}_ms"] = _median_ms(fn, x[:b], repeats, warmup)
         rows.append(row)

@@ -8,6 +8,7 @@ it takes raw pixel values in [0, 255] at the recipe's image size.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -39,11 +40,13 @@ def artifact_name(
 
 
 def _load_source(source):
-    """(model, recipe or None, run dir or None) of a run directory or a .keras file."""
+    """(model, recipe or None, run dir or None) of a run directory, a .keras file or a model."""
     import keras
 
     from zoo.recipes import load_recipe
 
+    if isinstance(source, keras.Model):
+        return source, None, None
     path = Path(source)
     if path.is_dir():
         if not (path / rundir.MODEL).is_file():
@@ -196,7 +199,9 @@ def export(
     samples: int = 256,
     input_dtype: str = "float32",
 ) -> dict:
-    """Exports a run directory or .keras file and writes `<artifact>.parity.json` beside it.
+    """Exports a run directory, a .keras file or a Keras model, with a parity report.
+
+    Writes the artifact and `<artifact>.parity.json` into `output` (default RUN_DIR/export).
 
     The exported model takes raw pixels at the recipe's image size, as float32 or, with
     `input_dtype="uint8"`, as uint8 (what image decoders give).
@@ -229,6 +234,8 @@ def export(
             f"tolerance must be between 0 and 1 (a top-1 agreement), received {tolerance}"
         )
     model, recipe, run = _load_source(source)
+    if output is None and not isinstance(source, str | os.PathLike):
+        raise ZooError("exporting a model object needs output=, the folder to write to")
     out_dir = Path(output) if output else (run / "export" if run else Path(source).parent)
     out_dir.mkdir(parents=True, exist_ok=True)
     images, labels, class_names = _eval_batches(recipe, model, samples)
@@ -263,7 +270,7 @@ def export(
             "full_integer": full_integer,
             "input_dtype": input_dtype,
             "path": str(path),
-            "size_bytes": _size(path),
+            "size_bytes": size_bytes(path),
             "tolerance": threshold,
             "data": recipe.data.source if recipe else "random pixels (no recipe)",
         }
@@ -285,7 +292,8 @@ def _uint8_input(model):
     return keras.Model(inputs, model(keras.ops.cast(inputs, "float32")), name=model.name)
 
 
-def _size(path: Path) -> int:
+def size_bytes(path: Path) -> int:
+    """Size of a file, or of everything in a folder (a SavedModel)."""
     if path.is_file():
         return path.stat().st_size
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())

@@ -262,3 +262,23 @@ def test_every_registry_model_exports(name, tmp_path):
         report = export(tmp_path / "model.keras", format=fmt, samples=8)
         assert report["top1_agreement"] == 1.0
         assert report["max_abs_diff"] < 1e-4
+
+
+@pytest.mark.parametrize("fmt", ["savedmodel", "tflite", "onnx"])
+def test_any_size_export_resizes_inside(exported, tmp_path, fmt):
+    """Images of another size go in as they are; the model resizes as training did."""
+    from PIL import Image
+
+    report = export(exported, format=fmt, any_size=True, input_dtype="uint8")
+    assert report["top1_agreement"] == 1.0 and report["any_size"]
+    paths, _, _ = png_digits(tmp_path, exported)
+    big = []
+    for p in paths:  # 2x nearest-neighbour upscale: 64x64 pictures of the same digits
+        image = Image.open(p)
+        bigger = tmp_path / f"big_{p.name}"
+        image.resize((64, 64), Image.Resampling.NEAREST).save(bigger)
+        big.append(bigger)
+    small = zoo.predict(exported, paths, top_k=1)
+    large = zoo.predict(Path(report["path"]), big, top_k=1)
+    same = sum(a["top"][0]["name"] == b["top"][0]["name"] for a, b in zip(small, large))
+    assert same >= 5

@@ -159,12 +159,19 @@ def eval_cmd(run_dir):
     help="Type of the exported model's raw pixel input.",
 )
 @click.option(
+    "--any-size",
+    is_flag=True,
+    help="Take images of any size and resize them inside the model, as training did.",
+)
+@click.option(
     "--output",
     "-o",
     type=click.Path(file_okay=False),
     help="Folder for the export (default RUN_DIR/export).",
 )
-def export_cmd(source, fmt, quantize, full_integer, representative, tolerance, input_dtype, output):
+def export_cmd(
+    source, fmt, quantize, full_integer, representative, tolerance, input_dtype, any_size, output
+):
     """Export SOURCE (a run directory or a .keras file) and check it against Keras.
 
     Writes the model, labels.txt and <model>.parity.json; exits 1 when top-1 agreement with the
@@ -182,6 +189,7 @@ def export_cmd(source, fmt, quantize, full_integer, representative, tolerance, i
             full_integer=full_integer,
             tolerance=tolerance,
             input_dtype=input_dtype,
+            any_size=any_size,
         )
     except ParityError as e:
         click.echo(f"error: {e}", err=True)

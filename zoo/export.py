@@ -28,14 +28,18 @@ class ParityError(ZooError):
 
 
 def artifact_name(
-    fmt: str, quantize: str, full_integer: bool = False, input_dtype: str = "float32"
+    fmt: str,
+    quantize: str,
+    full_integer: bool = False,
+    input_dtype: str = "float32",
+    any_size: bool = False,
 ) -> str:
     suffix = "" if quantize == "none" else f"_{quantize}" + ("_full" if full_integer else "")
-    suffix += "_uint8" if input_dtype == "uint8" else ""
+    suffix += ("_uint8" if input_dtype == "uint8" else "") + ("_anysize" if any_size else "")
     return {
-        "savedmodel": "model_savedmodel",
+        "savedmodel": f"model{suffix}_savedmodel",
         "tflite": f"model{suffix}.tflite",
-        "onnx": "model.onnx",
+        "onnx": f"model{suffix}.onnx",
     }[fmt]
 
 
@@ -198,13 +202,15 @@ def export(
     tolerance: float | None = None,
     samples: int = 256,
     input_dtype: str = "float32",
+    any_size: bool = False,
 ) -> dict:
     """Exports a run directory, a .keras file or a Keras model, with a parity report.
 
     Writes the artifact and `<artifact>.parity.json` into `output` (default RUN_DIR/export).
 
     The exported model takes raw pixels at the recipe's image size, as float32 or, with
-    `input_dtype="uint8"`, as uint8 (what image decoders give).
+    `input_dtype="uint8"`, as uint8 (what image decoders give); with `any_size=True` it takes
+    images of any height and width and resizes them (bilinear) as the recipe's pipeline did.
 
     Returns the parity report (with `path`, `size_bytes`, `tolerance`); raises ParityError
     when top-1 agreement with the Keras model falls below `tolerance`.
@@ -239,7 +245,7 @@ def export(
     out_dir = Path(output) if output else (run / "export" if run else Path(source).parent)
     out_dir.mkdir(parents=True, exist_ok=True)
     images, labels, class_names = _eval_batches(recipe, model, samples)
-    path = out_dir / artifact_name(format, quantize, full_integer, input_dtype)
+    path = out_dir / artifact_name(format, quantize, full_integer, input_dtype, any_size)
     if path.exists():
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     # Predicting first also "calls" a freshly loaded model, which the ONNX exporter requires.
@@ -250,9 +256,9 @@ def export(
         lambda: _calibration_images(recipe, representative, images),
         full_integer,
     )
-    target = _uint8_input(model) if input_dtype == "uint8" else model
+    target = _serving_model(model, input_dtype, any_size)
     if target is not model:
-        target.predict(images[:1].astype("uint8"), verbose=0)
+        target.predict(images[:1].astype(input_dtype), verbose=0)  # "called", for ONNX
     try:
         target.export(str(path), format=keras_format, verbose=False, **options)
     except Exception as e:  # converters raise many types; the message names the layer
@@ -269,6 +275,7 @@ def export(
             "quantize": quantize,
             "full_integer": full_integer,
             "input_dtype": input_dtype,
+            "any_size": any_size,
             "path": str(path),
             "size_bytes": size_bytes(path),
             "tolerance": threshold,
@@ -284,12 +291,20 @@ def export(
     return report
 
 
-def _uint8_input(model):
-    """The model behind a uint8 input: decoded image bytes go straight in."""
+def _serving_model(model, input_dtype: str, any_size: bool):
+    """The trained model behind the input users have: uint8 pixels as decoded, and with
+    `any_size` images of any size, resized to the trained size inside the model."""
     import keras
 
-    inputs = keras.Input(shape=tuple(model.input.shape[1:]), dtype="uint8", name="image")
-    return keras.Model(inputs, model(keras.ops.cast(inputs, "float32")), name=model.name)
+    if input_dtype == "float32" and not any_size:
+        return model
+    height, width, channels = model.input.shape[1:]
+    shape = (None, None, channels) if any_size else (height, width, channels)
+    inputs = keras.Input(shape=shape, dtype=input_dtype, name="image")
+    x = keras.ops.cast(inputs, "float32") if input_dtype != "float32" else inputs
+    if any_size:
+        x = keras.layers.Resizing(height, width, interpolation="bilinear", name="resize")(x)
+    return keras.Model(inputs, model(x), name=model.name)
 
 
 def size_bytes(path: Path) -> int:

@@ -52,32 +52,34 @@ def load(path) -> tuple:
     if kind == "tflite":
         from ai_edge_litert.interpreter import Interpreter
 
-        shape = tuple(
-            int(d) for d in Interpreter(model_path=str(path)).get_input_details()[0]["shape"][1:]
-        )
+        details = Interpreter(model_path=str(path)).get_input_details()[0]
+        shape = tuple(details["shape_signature"][1:])
     elif kind == "onnx":
         import onnxruntime
 
-        dims = onnxruntime.InferenceSession(str(path)).get_inputs()[0].shape[1:]
-        shape = tuple(int(d) for d in dims)
+        shape = tuple(onnxruntime.InferenceSession(str(path)).get_inputs()[0].shape[1:])
     else:
         import tensorflow as tf
 
         spec = tf.saved_model.load(str(path)).signatures["serving_default"]
         (tensor,) = spec.structured_input_signature[1].values()
-        shape = tuple(int(d) for d in tensor.shape[1:])
+        shape = tuple(tensor.shape[1:])
+    # Unknown sizes (None, -1 or a symbolic name): the model resizes inside, so images go in
+    # at their own size.
+    shape = tuple(int(d) if isinstance(d, int | np.integer) and d > 0 else None for d in shape)
     return fn, shape, _labels(path, kind)
 
 
 def read_image(path, shape) -> np.ndarray:
-    """An image file as float32 pixels in [0, 255], resized to the model's input size."""
+    """An image file as float32 pixels in [0, 255], resized to the model's input size where
+    that size is fixed."""
     from PIL import Image, UnidentifiedImageError
 
     height, width, channels = shape
     try:
         with Image.open(path) as image:
             image = image.convert("L" if channels == 1 else "RGB")
-            if image.size != (width, height):
+            if height and width and image.size != (width, height):
                 image = image.resize((width, height), Image.Resampling.BILINEAR)
             array = np.asarray(image, dtype=np.float32)
     except (OSError, UnidentifiedImageError) as e:
@@ -95,8 +97,11 @@ def predict(model, images, top_k: int = 5) -> list[dict]:
     ```
     """
     fn, shape, labels = load(model)
-    batch = np.stack([read_image(p, shape) for p in images])
-    scores = np.asarray(fn(batch), dtype=np.float64)
+    pixels = [read_image(p, shape) for p in images]
+    if None in shape[:2]:  # images of different sizes: one at a time
+        scores = np.concatenate([np.asarray(fn(p[None]), dtype=np.float64) for p in pixels])
+    else:
+        scores = np.asarray(fn(np.stack(pixels)), dtype=np.float64)
     out = []
     for path, row in zip(images, scores, strict=True):
         best = np.argsort(-row)[:top_k]

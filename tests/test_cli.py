@@ -1,4 +1,6 @@
-"""The command line as a user runs it: the real console scripts, in a subprocess."""
+"""The command line as a user runs it: the real console scripts in a subprocess where the
+process matters (training, resume after a kill, tracebacks), Click's runner in-process for the
+many quick checks of messages and exit codes."""
 
 import json
 import os
@@ -46,27 +48,40 @@ def test_zoo_train_lenet_digits_end_to_end(tmp_path):
     assert json.loads(evaluated.stdout)["accuracy"] == pytest.approx(metrics["accuracy"])
 
 
-def test_default_run_directory(tmp_path):
-    result = run(
-        "zoo-train", "lenet_digits", "--set", "fit.epochs=1", "--set", "fit.verbose=0", cwd=tmp_path
+def test_default_run_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = invoke(
+        "zoo-train", "lenet_digits", "--set", "fit.epochs=1", "--set", "fit.verbose=0"
     )
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert code == 0, err[-2000:]
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert run_dir.name.startswith("lenet_digits-")
     assert (run_dir / "metrics.json").is_file()
 
 
+def invoke(*args):
+    """Runs `zoo ...` or `zoo-train ...` in this process; returns (exit code, stdout, stderr)."""
+    from click.testing import CliRunner
+
+    from zoo import cli
+
+    command = cli.train_cmd if args[0] == "zoo-train" else cli.main
+    result = CliRunner().invoke(command, list(args[1:]), prog_name=args[0])
+    return result.exit_code, result.stdout, result.stderr
+
+
 def test_list_info_show():
-    models = run("zoo", "list")
-    assert models.returncode == 0
-    assert "resnet20" in models.stdout and "vgg16_bn" in models.stdout
-    recipes = run("zoo", "list", "recipes")
-    assert "lenet_digits" in recipes.stdout and "resnet50_imagenette" in recipes.stdout
-    info = run("zoo", "info", "resnet50")
-    assert "25,557,032" in info.stdout and "He et al. 2015" in info.stdout
-    show = run("zoo", "show", "resnet56_cifar10", "--set", "fit.epochs=7")
-    assert show.returncode == 0
-    assert 'name = "resnet56"' in show.stdout and "epochs = 7" in show.stdout
+    code, out, _ = invoke("zoo", "list")
+    assert code == 0 and "resnet20" in out and "vgg16_bn" in out
+    _, out, _ = invoke("zoo", "list", "recipes")
+    assert "lenet_digits" in out and "resnet50_imagenette" in out
+    _, out, _ = invoke("zoo", "list", "models", "--pattern", "vgg1?")
+    assert [line.split()[0] for line in out.splitlines()] == ["vgg11", "vgg13", "vgg16", "vgg19"]
+    _, out, _ = invoke("zoo", "info", "resnet50")
+    assert "25,557,032" in out and "He et al. 2015" in out
+    code, out, _ = invoke("zoo", "show", "resnet56_cifar10", "--set", "fit.epochs=7")
+    assert code == 0
+    assert 'name = "resnet56"' in out and "epochs = 7" in out
 
 
 @pytest.mark.parametrize(
@@ -105,12 +120,21 @@ def test_list_info_show():
         (["zoo", "eval", "/no/such/run"], "is not a finished zoo run"),
     ],
 )
-def test_user_errors_exit_2_with_one_line(args, message, tmp_path):
-    result = run(*args, cwd=tmp_path)
+def test_user_errors_exit_2_with_one_line(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = invoke(*args)
+    assert code == 2, err[-2000:]
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and message in lines[0], err[-2000:]
+    assert "Traceback" not in err
+    assert not (tmp_path / "runs").exists()  # nothing started
+
+
+def test_console_script_error_exits_2(tmp_path):
+    result = run("zoo-train", "lenet_digits", "--set", "data.batch_sise=3", cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error: ")]
+    assert "data.batch_sise is not a recipe key" in line and "Traceback" not in result.stderr
 
 
 def test_debug_shows_the_traceback(tmp_path):

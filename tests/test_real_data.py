@@ -89,17 +89,7 @@ def test_cifar_resnet_exports_to_every_format(tmp_path, quiet):
         ],
     )
     run = zoo.train(recipe, output=tmp_path / "run", log=quiet)
-    for fmt, quantize in (
-        ("savedmodel", "none"),
-        ("tflite", "none"),
-        ("onnx", "none"),
-        ("tflite", "int8"),
-    ):
-        # int8 agreement on a barely trained net is not the point here: tolerance 0.
-        tolerance = 0.0 if quantize == "int8" else None
-        report = zoo.export(
-            run, format=fmt, quantize=quantize, representative=32, tolerance=tolerance
-        )
+    for fmt in ("savedmodel", "tflite", "onnx"):
+        report = zoo.export(run, format=fmt)
         assert report["examples"] == 60
-        if quantize == "none":
-            assert report["top1_agreement"] == 1.0 and report["max_abs_diff"] < 1e-4
+        assert report["top1_agreement"] == 1.0 and report["max_abs_diff"] < 1e-4

@@ -160,8 +160,9 @@ def _trim_history(path: Path, epochs: int) -> None:
         csv.writer(f).writerows(kept)
 
 
-def prepare_run(recipe: Recipe, output, resume: bool) -> Path:
-    """Creates the run directory, or checks the one to resume."""
+def check_run(recipe: Recipe, output, resume: bool) -> Path:
+    """The run directory: free for a new run, or an unfinished run of this recipe to resume.
+    Creates nothing, so a run that fails to start leaves nothing behind."""
     run = Path(output) if output else default_output(recipe)
     saved = run / rundir.RECIPE
     if resume:
@@ -185,8 +186,6 @@ def prepare_run(recipe: Recipe, output, resume: bool) -> Path:
         raise ZooError(
             f"{run} already holds a run; pass --resume to continue it, or choose another --output"
         )
-    run.mkdir(parents=True, exist_ok=True)
-    rundir.write_text(saved, dumps(recipe))
     return run
 
 
@@ -206,11 +205,14 @@ def train(
     """
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
-    run = prepare_run(recipe, output, resume)
+    run = check_run(recipe, output, resume)
     runtime.seed_everything(recipe.runtime.seed)
     policy = runtime.policy(recipe.runtime)
     log(f"zoo: {recipe.name} -> {run} ({policy.describe()})")
     data = data_lib.build(recipe)
+    if not resume:
+        run.mkdir(parents=True, exist_ok=True)
+        rundir.write_text(run / rundir.RECIPE, dumps(recipe))
     log(
         f"zoo: {data.train_count} training and {data.eval_count} eval examples "
         f"({data.eval_name}), {len(data.class_names)} classes"

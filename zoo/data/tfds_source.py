@@ -2,24 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import socket
-
 from zoo.errors import ZooError
-
-# TFDS downloads prepared datasets from this host first; if it cannot be reached in a few
-# seconds, downloading cannot work and we say so instead of letting TFDS retry for minutes.
-_PROBE_HOST = ("storage.googleapis.com", 443)
-
-
-def _can_download() -> bool:
-    if os.environ.get("ZOO_OFFLINE"):
-        return False
-    try:
-        with socket.create_connection(_PROBE_HOST, timeout=3):
-            return True
-    except OSError:
-        return False
+from zoo.network import online as _can_download
 
 
 def _offline_error(name: str, data_dir: str) -> ZooError:

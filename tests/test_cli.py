@@ -77,6 +77,10 @@ def test_list_info_show():
     assert "lenet_digits" in out and "resnet50_imagenette" in out
     _, out, _ = invoke("zoo", "list", "models", "--pattern", "vgg1?")
     assert [line.split()[0] for line in out.splitlines()] == ["vgg11", "vgg13", "vgg16", "vgg19"]
+    _, out, _ = invoke("zoo", "list", "backbones")
+    names = [line.split()[0] for line in out.splitlines()]
+    assert {"resnet20", "mobilenet_v2", "convnext_xlarge"} < set(names) and "lenet5" not in names
+    assert "mobilenet_v2         mobilenet        keras.applications, 'imagenet' weights" in out
     _, out, _ = invoke("zoo", "info", "resnet50")
     assert "25,557,032" in out and "He et al. 2015" in out
     code, out, _ = invoke("zoo", "show", "resnet56_cifar10", "--set", "fit.epochs=7")

@@ -251,12 +251,31 @@ def test_bench_exports_reports_every_runtime(exported):
     assert len(table.splitlines()) == 6
 
 
+def _architectures():
+    """zoo's own nets, and one keras.applications net per family."""
+    from tests.test_registry import FAST_KERAS
+    from zoo.backbones import KERAS
+
+    return [n for n in zoo.list_models() if n not in KERAS or n in FAST_KERAS]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", zoo.list_models())
+@pytest.mark.parametrize("name", _architectures())
 def test_every_registry_model_exports(name, tmp_path):
     """Each architecture converts to TFLite and ONNX with outputs equal to Keras."""
     shape = (28, 28, 1) if name == "lenet5" else (32, 32, 3)
     model = zoo.get(name, input_shape=shape, classes=5)
+    model.save(tmp_path / "model.keras")
+    for fmt in ("tflite", "onnx"):
+        report = export(tmp_path / "model.keras", format=fmt, samples=8)
+        assert report["top1_agreement"] == 1.0
+        assert report["max_abs_diff"] < 1e-4
+
+
+def test_keras_applications_preprocessing_exports(tmp_path):
+    """A keras.applications net with its family preprocessing (VGG's RGB-to-BGR and mean
+    subtraction) converts with outputs equal to Keras."""
+    model = zoo.get("keras_vgg16", input_shape=(32, 32, 3), classes=5)
     model.save(tmp_path / "model.keras")
     for fmt in ("tflite", "onnx"):
         report = export(tmp_path / "model.keras", format=fmt, samples=8)

@@ -6,6 +6,7 @@ Example:
 import zoo
 
 model = zoo.get("resnet20", input_shape=(32, 32, 3), classes=10)
+features = zoo.backbone("mobilenet_v2", input_shape=(160, 160, 3))  # {"P1": ..., "P5": ...}
 run = zoo.train("lenet_digits", output="runs/digits")
 ```
 """
@@ -14,6 +15,8 @@ run = zoo.train("lenet_digits", output="runs/digits")
 # zoo model loads after `import zoo`, in Keras' safe mode.
 import zoo.layers  # noqa: F401
 import zoo.schedules  # noqa: F401
+from zoo import heads
+from zoo.backbones import backbone
 from zoo.errors import ZooError
 
 # Imported here, not lazily: a function named like its submodule must be bound after the
@@ -25,9 +28,11 @@ from zoo.registry import get, info, list_models, register
 
 __all__ = [
     "ZooError",
+    "backbone",
     "evaluate",
     "export",
     "get",
+    "heads",
     "info",
     "list_models",
     "list_recipes",

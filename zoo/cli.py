@@ -60,19 +60,30 @@ def main():
 
 
 @main.command("list", cls=_Command)
-@click.argument("what", type=click.Choice(["models", "recipes"]), default="models")
+@click.argument("what", type=click.Choice(["models", "backbones", "recipes"]), default="models")
 @click.option("--pattern", help="fnmatch pattern on names, e.g. 'resnet*'.")
 @click.option("--task", help="Only models for this task, e.g. classification.")
 def list_cmd(what, pattern, task):
-    """List registered models (default) or shipped recipes."""
+    """List registered models (default), backbones or shipped recipes."""
     import fnmatch
 
-    if what == "models":
-        from zoo import registry
+    if what in ("models", "backbones"):
+        from zoo import backbones, registry
 
+        if what == "backbones":
+            task = "backbone"
         for spec in registry.specs():
-            if spec.name in registry.list_models(pattern, task):
-                click.echo(f"{spec.name:<12} {spec.family:<7} {spec.summary}")
+            if spec.name not in registry.list_models(pattern, task):
+                continue
+            if what == "backbones":
+                origin = (
+                    "keras.applications, 'imagenet' weights"
+                    if spec.name in backbones.KERAS
+                    else "zoo, weights from your runs"
+                )
+                click.echo(f"{spec.name:<20} {spec.family:<16} {origin}")
+            else:
+                click.echo(f"{spec.name:<20} {spec.family:<16} {spec.summary}")
     else:
         from zoo.recipes import list_recipes, load_recipe
 

@@ -39,3 +39,15 @@ class ShortcutPad(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "strides": self.strides}
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class ReverseChannels(keras.layers.Layer):
+    """Reverses the channel axis: RGB to BGR, as the "caffe" preprocessing of keras.applications'
+    ResNet (v1) and VGG weights expects."""
+
+    def call(self, x):
+        return ops.flip(x, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape

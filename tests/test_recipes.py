@@ -6,7 +6,7 @@ import zoo
 from zoo.errors import ZooError
 from zoo.recipes import dumps, load_recipe
 from zoo.recipes.loader import builtin_dir
-from zoo.training import build_model
+from zoo.training import _set_trainable, build_model
 
 RECIPE_FILES = sorted(builtin_dir().glob("*.toml"))
 
@@ -21,12 +21,17 @@ def test_recipe_loads_and_builds(path):
     recipe = load_recipe(path.stem)
     assert recipe.name == path.stem
     assert recipe.description.strip()
-    assert recipe.model.name in zoo.list_models()
+    assert dumps(load_recipe(path)) == dumps(recipe)
+    assert recipe.model.label in zoo.list_models()
+    if recipe.model.backbone:  # ImageNet weights and earlier runs are not here: random ones
+        recipe = load_recipe(path.stem, ["model.backbone_weights='none'"])
     model = build_model(recipe, classes=7)
     height, width = recipe.data.image_size
     assert tuple(model.input.shape) == (None, height, width, recipe.data.channels)
     assert tuple(model.output.shape) == (None, 7)
-    assert dumps(load_recipe(path)) == dumps(recipe)
+    net = model.get_layer(recipe.model.label)
+    for phase in recipe.phases:  # every phase names layers the net has, and trains some
+        assert _set_trainable(recipe, net, phase) > 0
 
 
 def test_resolved_recipe_round_trips(tmp_path):
@@ -104,7 +109,11 @@ def test_recipes_are_frozen():
         ("data.batch_size=-4", "data.batch_size: input should be greater than 0, received -4"),
         ("data.batch_size='64'", "data.batch_size: input should be a valid integer, received '64'"),
         ("fit.epochs=2.5", "fit.epochs: input should be a valid integer"),
-        ("model.nmae='x'", "model.nmae is not a recipe key (allowed: name, args)"),
+        (
+            "model.nmae='x'",
+            "model.nmae is not a recipe key "
+            "(allowed: name, backbone, backbone_weights, head, args)",
+        ),
         (
             "compile.schedule.alphaa=1",
             "compile.schedule.alphaa is not a recipe key (allowed: name, warmup_epochs, alpha)",
@@ -153,3 +162,34 @@ def test_invalid_toml(tmp_path):
     path.write_text("description = \n")
     with pytest.raises(ZooError, match="not valid TOML"):
         load_recipe(str(path))
+
+
+def test_phases_and_backbone_keys():
+    recipe = load_recipe("mobilenet_v2_flowers")
+    assert recipe.model.backbone == "mobilenet_v2" and recipe.model.label == "mobilenet_v2"
+    assert recipe.model.head.dropout == 0.2
+    assert recipe.fit.epochs is None and recipe.epochs == 10
+    assert [p.trainable for p in recipe.phases] == ["head", "block_11"]
+    assert recipe.phases[1].learning_rate == 1e-4 and recipe.phases[1].schedule.name == "cosine"
+    assert load_recipe("mobilenet_v2_flowers", ["fit.epochs=10"]).epochs == 10
+    assert load_recipe("lenet_digits").epochs == load_recipe("lenet_digits").fit.epochs
+
+
+@pytest.mark.parametrize(
+    "name, override, message",
+    [
+        ("mobilenet_v2_flowers", "fit.epochs=3", "the phases add up to 10 epochs"),
+        ("lenet_digits", "model.backbone='resnet20'", "give one of model.name"),
+        ("lenet_digits", "model.backbone_weights='imagenet'", "go with model.backbone"),
+        ("finetune_cifar10", "model.backbone='lenet5'", "unknown backbone 'lenet5'"),
+        ("finetune_cifar10", "model.head={dropout=1.5}", "model.head.dropout"),
+        ("finetune_cifar10", "phases=[{epochs=0}]", "phases.0.epochs"),
+        ("finetune_cifar10", "phases=[{epochs=1, trainble='all'}]", "phases.0.trainble"),
+        ("mobilenet_v2_flowers", "data.normalization='scale'", 'set data.normalization = "none"'),
+        ("lenet_digits", "model={name='mobilenet_v2'}", 'set data.normalization = "none"'),
+    ],
+)
+def test_transfer_learning_errors(name, override, message):
+    with pytest.raises(ZooError) as e:
+        load_recipe(name, [override])
+    assert message in str(e.value) and "\n" not in str(e.value)

@@ -195,10 +195,11 @@ def test_mirrored_strategy_trains(tmp_path, quiet):
 
 def test_backup_is_the_last_epoch_end_step(tmp_path):
     """A crash between writing an epoch's history row and its backup must not lose the row."""
-    from zoo.training import _callbacks
+    from zoo.training import _callbacks, _State
 
     recipe = load_recipe("lenet_digits", ["fit.early_stopping={patience=2}"])
-    kinds = [type(c).__name__ for c in _callbacks(tmp_path, recipe, 0.0)]
+    state = _State(tmp_path / "state.json", {})
+    kinds = [type(c).__name__ for c in _callbacks(tmp_path, recipe, state, 0)]
     assert kinds[-1] == "BackupAndRestore"
     assert {"CSVLogger", "ModelCheckpoint", "_State", "EarlyStopping"} < set(kinds[:-1])
 

@@ -20,6 +20,16 @@ STATE = "checkpoints/state.json"
 TENSORBOARD = "tensorboard"
 
 
+def backup(phase: int) -> str:
+    """BackupAndRestore's folder for fine-tuning phase `phase` (0-based; 0 for a plain run)."""
+    return BACKUP if phase == 0 else f"{BACKUP}-phase{phase + 1}"
+
+
+def phase_end(phase: int) -> str:
+    """The model weights at the end of phase `phase` (0-based), kept until the run finishes."""
+    return f"{CHECKPOINTS}/phase{phase + 1}-end.weights.h5"
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path, suffix: str = ""):
     """Yields a temporary path beside `path`; renames it onto `path` if the block succeeds."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import math
+import shutil
 import time
 from contextlib import contextmanager
 from datetime import datetime
@@ -14,11 +15,11 @@ from pathlib import Path
 
 import keras
 
+from zoo import backbones, evaluation, heads, registry, rundir, runtime
 from zoo import data as data_lib
-from zoo import evaluation, registry, rundir, runtime
 from zoo.errors import ZooError
 from zoo.recipes import Recipe, dumps, load_recipe
-from zoo.recipes.schema import OPTIMIZERS
+from zoo.recipes.schema import OPTIMIZERS, HeadConfig, PhaseConfig
 from zoo.schedules import learning_rate
 
 
@@ -41,21 +42,15 @@ def build_model(recipe: Recipe, classes: int, precision: str = "float32") -> ker
     """The recipe's model with its input preprocessing: it takes [0, 255] pixels."""
     height, width = recipe.data.image_size
     shape = (height, width, recipe.data.channels)
-    args = {"input_shape": shape, "classes": classes, **recipe.model.args}
-    if args["classes"] != classes:
-        raise ZooError(
-            f"recipe {recipe.name}: model.args.classes is {args['classes']} but the "
-            f"data has {classes} classes; remove model.args.classes"
-        )
     mixed = precision.startswith("mixed")
+    args = dict(recipe.model.args)
     activation = args.pop("classifier_activation", "softmax")
+    preprocessing = data_lib.preprocessing(recipe.data)
     with _dtype_policy(precision):
-        net = registry.get(
-            recipe.model.name, classifier_activation=None if mixed else activation, **args
-        )
+        net = _net(recipe, shape, classes, None if mixed else activation, args, preprocessing)
     inputs = keras.Input(shape=shape, name="image")
     x = inputs
-    for layer in data_lib.preprocessing(recipe.data):
+    for layer in preprocessing:
         x = layer(x)
     outputs = net(x)
     if mixed:
@@ -66,11 +61,86 @@ def build_model(recipe: Recipe, classes: int, precision: str = "float32") -> ker
     return keras.Model(inputs, outputs, name=recipe.name)
 
 
-def compile_model(model: keras.Model, recipe: Recipe, steps_per_epoch: int, jit_compile) -> None:
-    cfg = recipe.compile
+def _net(recipe: Recipe, shape, classes: int, activation, args: dict, preprocessing):
+    """The registered model, or the classification head over the backbone."""
+    cfg = recipe.model
+    if cfg.backbone is None:
+        if args.setdefault("classes", classes) != classes:
+            raise ZooError(
+                f"recipe {recipe.name}: model.args.classes is {args['classes']} but the "
+                f"data has {classes} classes; remove model.args.classes"
+            )
+        return registry.get(cfg.name, input_shape=shape, classifier_activation=activation, **args)
+    weights = cfg.backbone_weights
+    if weights not in ("none", "imagenet") and (
+        weights.endswith(".keras") or Path(weights).is_dir()
+    ):
+        weights = backbones.load_source(weights)
+        _check_preprocessing(recipe, weights, preprocessing)
+    features = backbones.backbone(cfg.backbone, input_shape=shape, weights=weights, **args)
+    head = cfg.head or HeadConfig()
+    return heads.classification(
+        features,
+        classes,
+        pooling=head.pooling,
+        hidden=tuple(head.hidden),
+        dropout=head.dropout,
+        activation=activation,
+        name=cfg.backbone,
+    )
+
+
+def _describe(layers) -> list[tuple]:
+    """(name, scale, offset) of Rescaling layers, comparable across models."""
+    import numpy as np
+
+    def values(v):
+        return tuple(np.round(np.ravel(np.asarray(v, dtype="float64")), 6).tolist())
+
+    return [(layer.name, values(layer.scale), values(layer.offset)) for layer in layers]
+
+
+def _check_preprocessing(recipe: Recipe, source: keras.Model, preprocessing: list) -> None:
+    """Backbone weights from a zoo run must see inputs preprocessed as in that run."""
+    theirs = [
+        layer
+        for layer in source.layers
+        if isinstance(layer, keras.layers.Rescaling) and layer.name in ("rescale", "standardize")
+    ]
+    if _describe(theirs) != _describe(preprocessing):
+        names = [layer.name for layer in theirs] or ["none"]
+        raise ZooError(
+            f"recipe {recipe.name}: model.backbone_weights {recipe.model.backbone_weights} was "
+            f"trained on inputs preprocessed by {', '.join(names)} "
+            f"{_describe(theirs)[0][1:] if theirs else ''}, this recipe's data.normalization "
+            f"{recipe.data.normalization!r} differs: set data.normalization, data.mean and "
+            "data.std as in the recipe.toml of that run"
+        )
+
+
+def compile_model(
+    model: keras.Model,
+    recipe: Recipe,
+    steps_per_epoch: int,
+    jit_compile,
+    phase: PhaseConfig | None = None,
+) -> None:
+    """Compiles with a new optimizer: the recipe's, or with `phase`'s learning rate and schedule
+    over `phase`'s epochs (its schedule starts over)."""
+    cfg, epochs = recipe.compile, recipe.epochs
+    if phase is not None:
+        epochs = phase.epochs
+        update = {}
+        if phase.learning_rate is not None:
+            update["optimizer"] = cfg.optimizer.model_copy(
+                update={"learning_rate": phase.learning_rate}
+            )
+        if phase.schedule is not None:
+            update["schedule"] = phase.schedule
+        cfg = cfg.model_copy(update=update)
     optimizer_cls = getattr(keras.optimizers, OPTIMIZERS[cfg.optimizer.name])
     optimizer = optimizer_cls(
-        learning_rate=learning_rate(cfg, steps_per_epoch, recipe.fit.epochs), **cfg.optimizer.args
+        learning_rate=learning_rate(cfg, steps_per_epoch, epochs), **cfg.optimizer.args
     )
     one_hot = recipe.one_hot_labels
     if one_hot:
@@ -96,18 +166,23 @@ def compile_model(model: keras.Model, recipe: Recipe, steps_per_epoch: int, jit_
 
 
 class _State(keras.callbacks.Callback):
-    """Keeps the training seconds across resumed runs in checkpoints/state.json."""
+    """Keeps the training seconds, epochs and finished phases in checkpoints/state.json."""
 
-    def __init__(self, path: Path, seconds: float):
+    def __init__(self, path: Path, state: dict):
         super().__init__()
-        self.path, self.seconds = path, seconds
+        self.path, self.state = path, dict(state)
+        self.state.setdefault("train_seconds", 0.0)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.seconds += time.perf_counter() - self._start
-        rundir.write_json(self.path, {"epochs_done": epoch + 1, "train_seconds": self.seconds})
+        self.state["train_seconds"] += time.perf_counter() - self._start
+        self.state["epochs_done"] = epoch + 1
+        self.save()
+
+    def save(self):
+        rundir.write_json(self.path, self.state)
 
 
 def _best_so_far(history: Path, monitor: str) -> tuple[str, float | None]:
@@ -117,7 +192,7 @@ def _best_so_far(history: Path, monitor: str) -> tuple[str, float | None]:
     return mode, (max(values) if mode == "max" else min(values)) if values else None
 
 
-def _callbacks(run: Path, recipe: Recipe, seconds: float) -> list:
+def _callbacks(run: Path, recipe: Recipe, state: _State, phase: int) -> list:
     fit = recipe.fit
     mode, best = _best_so_far(run / rundir.HISTORY, fit.monitor)
     out = [
@@ -131,20 +206,25 @@ def _callbacks(run: Path, recipe: Recipe, seconds: float) -> list:
         ),
         keras.callbacks.CSVLogger(str(run / rundir.HISTORY), append=True),
         keras.callbacks.TensorBoard(str(run / rundir.TENSORBOARD)),
-        _State(run / rundir.STATE, seconds),
+        state,
     ]
     if fit.early_stopping is not None:
         out.append(keras.callbacks.EarlyStopping(**fit.early_stopping.model_dump()))
     # Last: an epoch is backed up only after its history row, best checkpoint and seconds are
     # written, so a crash in between can leave an extra row (trimmed on resume), never a gap.
     # double_checkpoint keeps the previous backup, for a kill in the middle of writing one.
-    out.append(keras.callbacks.BackupAndRestore(str(run / rundir.BACKUP), double_checkpoint=True))
+    # The backup outlives the phase (train() removes it once the phase's end is saved).
+    out.append(
+        keras.callbacks.BackupAndRestore(
+            str(run / rundir.backup(phase)), double_checkpoint=True, delete_checkpoint=False
+        )
+    )
     return out
 
 
-def _completed_epochs(run: Path) -> int:
-    meta = rundir.read_json(run / rundir.BACKUP / "training_metadata.json")
-    return int(meta.get("epoch", 0))
+def _backed_up_epochs(run: Path, phase: int) -> int | None:
+    meta = rundir.read_json(run / rundir.backup(phase) / "training_metadata.json")
+    return int(meta["epoch"]) if "epoch" in meta else None
 
 
 def _trim_history(path: Path, epochs: int) -> None:
@@ -210,40 +290,101 @@ def train(
     policy = runtime.policy(recipe.runtime)
     log(f"zoo: {recipe.name} -> {run} ({policy.describe()})")
     data = data_lib.build(recipe)
-    if not resume:
-        run.mkdir(parents=True, exist_ok=True)
-        rundir.write_text(run / rundir.RECIPE, dumps(recipe))
     log(
         f"zoo: {data.train_count} training and {data.eval_count} eval examples "
         f"({data.eval_name}), {len(data.class_names)} classes"
     )
+    phases = list(recipe.phases) or [None]
+    state = _State(run / rundir.STATE, rundir.read_json(run / rundir.STATE) if resume else {})
+    first = state.state.get("phases_done", 0)
+    starts = [sum(p.epochs for p in phases[:k]) for k in range(len(phases))]
+    done = starts[first] if first < len(phases) else recipe.epochs
+    if first < len(phases):
+        done = _backed_up_epochs(run, first) or done
+    if done:
+        # Every weight comes back from the run's own checkpoints: the backbone's source
+        # (another run, a download) is not needed again.
+        recipe_for_build = recipe.model_copy(
+            update={"model": recipe.model.model_copy(update={"backbone_weights": "none"})}
+        )
+    else:
+        recipe_for_build = recipe
     with policy.strategy.scope():
-        model = build_model(recipe, len(data.class_names), policy.precision)
-        compile_model(model, recipe, data.steps_per_epoch, policy.jit_compile)
+        model = build_model(recipe_for_build, len(data.class_names), policy.precision)
+    net = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    for phase in recipe.phases:  # a misnamed stage fails now, not after hours of phase 1
+        _set_trainable(recipe, net, phase)
+    if not resume:
+        run.mkdir(parents=True, exist_ok=True)
+        rundir.write_text(run / rundir.RECIPE, dumps(recipe))
 
-    done = _completed_epochs(run) if resume else 0
     _trim_history(run / rundir.HISTORY, done)
     if resume:
-        log(f"zoo: resuming after epoch {done} of {recipe.fit.epochs}")
-    seconds = rundir.read_json(run / rundir.STATE).get("train_seconds", 0.0) if resume else 0.0
-    history = model.fit(
-        data.train,
-        validation_data=data.eval,
-        epochs=recipe.fit.epochs,
-        callbacks=[*_callbacks(run, recipe, seconds), *callbacks],
-        verbose=recipe.fit.verbose,
-    )
-    losses = history.history.get("loss", [])
-    if any(math.isnan(v) or math.isinf(v) for v in losses):
-        raise ZooError(
-            f"training of {recipe.name} stopped: the loss became NaN at epoch {len(losses)}. "
-            f"Lower compile.optimizer.learning_rate ({recipe.compile.optimizer.learning_rate}) or "
-            "add compile.schedule.warmup_epochs, then start a new run"
+        log(f"zoo: resuming after epoch {done} of {recipe.epochs}")
+        if first > 0 and (first == len(phases) or _backed_up_epochs(run, first) is None):
+            model.load_weights(run / rundir.phase_end(first - 1))
+    for k in range(first, len(phases)):
+        phase = phases[k]
+        end = starts[k] + phase.epochs if phase is not None else recipe.epochs
+        if phase is not None:
+            trainable = _set_trainable(recipe, net, phase)
+            log(
+                f"zoo: phase {k + 1} of {len(phases)}, epochs {starts[k] + 1}-{end}: "
+                f"{phase.trainable} trainable ({trainable:,} parameters)"
+            )
+        with policy.strategy.scope():
+            compile_model(model, recipe, data.steps_per_epoch, policy.jit_compile, phase)
+        # BackupAndRestore sets this when it restores, and fit() prefers it to initial_epoch:
+        # clear what an earlier phase left.
+        model._initial_epoch = None
+        history = model.fit(
+            data.train,
+            validation_data=data.eval,
+            initial_epoch=starts[k],
+            epochs=end,
+            callbacks=[*_callbacks(run, recipe, state, k), *callbacks],
+            verbose=recipe.fit.verbose,
         )
+        losses = history.history.get("loss", [])
+        if any(math.isnan(v) or math.isinf(v) for v in losses):
+            rate = recipe.compile.optimizer.learning_rate
+            if phase is not None and phase.learning_rate is not None:
+                rate = phase.learning_rate
+            raise ZooError(
+                f"training of {recipe.name} stopped: the loss became NaN at epoch "
+                f"{starts[k] + len(losses)}. Lower compile.optimizer.learning_rate ({rate}) or "
+                "add compile.schedule.warmup_epochs, then start a new run"
+            )
+        # The phase's end, then the state saying so, then its backup can go.
+        with rundir.atomic_path(run / rundir.phase_end(k), suffix=".weights.h5") as tmp:
+            model.save_weights(tmp)
+        state.state["phases_done"] = k + 1
+        state.save()
+        shutil.rmtree(run / rundir.backup(k), ignore_errors=True)
+        if k:
+            (run / rundir.phase_end(k - 1)).unlink(missing_ok=True)
     with rundir.atomic_path(run / rundir.MODEL) as tmp:
         model.save(tmp)
     finish_run(run, model, data)
+    for k in range(len(phases)):
+        (run / rundir.phase_end(k)).unlink(missing_ok=True)
     return run
+
+
+def _set_trainable(recipe: Recipe, net: keras.Model, phase: PhaseConfig) -> int:
+    """Applies a phase's `trainable` to the recipe's net; returns the trainable weight count."""
+    found = {}
+    if phase.trainable != "all":
+        found = backbones.taps(net, backbones.tap_filter(recipe.model.label))
+    try:
+        backbones.set_trainable(net, phase.trainable, found)
+    except ZooError as e:
+        raise ZooError(f"recipe {recipe.name}: phases: trainable {phase.trainable!r}: {e}") from e
+    if phase.freeze_batchnorm:
+        for layer in backbones.leaves(net).values():
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
+    return int(sum(math.prod(w.shape) for w in net.trainable_weights))
 
 
 def finish_run(run: Path, model, data) -> dict:

@@ -72,28 +72,66 @@ def _check_arguments(what: str, cls, args: dict) -> None:
         )
 
 
+def _unknown(name: str, choices, what: str, hint: str) -> ValueError:
+    from zoo.errors import suggest
+
+    return ValueError(str(suggest(name, choices, what=what, hint=hint)))
+
+
+class HeadConfig(_Strict):
+    """The classification head over `model.backbone` (see zoo.heads.classification)."""
+
+    pooling: Literal["avg", "max"] = "avg"
+    hidden: list[PositiveInt] = []
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+
+
 class ModelConfig(_Strict):
-    name: str
+    """A registered model by `name`, or a classification head over `backbone`."""
+
+    name: str | None = None
+    backbone: str | None = None
+    backbone_weights: str = "none"
+    head: HeadConfig | None = None
     args: dict[str, Any] = {}
 
     @field_validator("name")
     @classmethod
     def _registered(cls, name):
         from zoo import registry
-        from zoo.errors import suggest
 
-        if name not in registry.list_models():
-            raise ValueError(
-                str(
-                    suggest(
-                        name,
-                        registry.list_models(),
-                        what="model",
-                        hint="`zoo list models` shows them all",
-                    )
-                )
-            )
+        if name is not None and name not in registry.list_models():
+            raise _unknown(name, registry.list_models(), "model", "`zoo list models` shows them")
         return name
+
+    @field_validator("backbone")
+    @classmethod
+    def _backbone(cls, name):
+        from zoo import backbones
+
+        if name is not None and name not in backbones.names():
+            raise _unknown(name, backbones.names(), "backbone", "`zoo list backbones` shows them")
+        return name
+
+    @model_validator(mode="after")
+    def _one_model(self):
+        if (self.name is None) == (self.backbone is None):
+            raise ValueError(
+                "give one of model.name (a registered model) or model.backbone (a backbone "
+                "under a classification head); to replace the model of a recipe, set the "
+                "whole table: --set 'model={backbone=\"mobilenet_v2\"}'"
+            )
+        if self.name is not None and (self.head is not None or self.backbone_weights != "none"):
+            raise ValueError(
+                "model.head and model.backbone_weights go with model.backbone; for model.name, "
+                "pass builder arguments in model.args (weights, dropout, ...)"
+            )
+        return self
+
+    @property
+    def label(self) -> str:
+        """The registered model or the backbone."""
+        return self.name or self.backbone
 
 
 class DataConfig(_Strict):
@@ -248,7 +286,7 @@ class EarlyStopping(_Strict):
 
 
 class FitConfig(_Strict):
-    epochs: PositiveInt
+    epochs: PositiveInt | None = None  # the sum of [[phases]] epochs when there are phases
     monitor: str = "val_accuracy"
     early_stopping: EarlyStopping | None = None
     verbose: Literal[0, 1, 2, "auto"] = "auto"
@@ -259,6 +297,22 @@ class RuntimeConfig(_Strict):
     strategy: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"
     precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
     jit_compile: Literal["auto"] | bool = "auto"
+
+
+class PhaseConfig(_Strict):
+    """One fine-tuning phase: `epochs` with only `trainable` layers trained, by a fresh optimizer.
+
+    `trainable`: "all", "head" (the layers after the backbone's deepest tap), a tap level
+    "P1".."P5" (the stage computing it and everything above), or a layer name or name prefix
+    ("conv4", "block_13": that layer and everything above). `freeze_batchnorm` keeps every
+    BatchNormalization layer frozen (inference mode) even where the rest trains, as small
+    fine-tuning sets want. `learning_rate` and `schedule` default to compile's."""
+
+    epochs: PositiveInt
+    trainable: Annotated[str, Field(min_length=1)] = "all"
+    freeze_batchnorm: bool = False
+    learning_rate: PositiveFloat | None = None
+    schedule: Schedule | None = None
 
 
 class Recipe(_Strict):
@@ -272,7 +326,42 @@ class Recipe(_Strict):
     augment: list[AugmentLayer] = []
     compile: CompileConfig
     fit: FitConfig
+    phases: list[PhaseConfig] = []
     runtime: RuntimeConfig = RuntimeConfig()
+
+    @model_validator(mode="after")
+    def _epochs(self):
+        total = sum(p.epochs for p in self.phases)
+        if not self.phases and self.fit.epochs is None:
+            raise ValueError("fit.epochs is required (or [[phases]], each with its epochs)")
+        if self.phases and self.fit.epochs not in (None, total):
+            raise ValueError(
+                f"fit.epochs is {self.fit.epochs} but the phases add up to {total} epochs; "
+                f"leave fit.epochs out or set it to {total}, or change the phases' epochs "
+                "(--set 'phases=[{epochs=1, trainable=\"head\"}, {epochs=2}]')"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _backbone_input(self):
+        from zoo.backbones import has_builtin_preprocessing
+
+        label = self.model.label
+        if has_builtin_preprocessing(label):
+            if self.data.normalization != "none":
+                raise ValueError(
+                    f"{label} preprocesses [0, 255] pixels itself (its keras.applications "
+                    f"family's preprocessing is part of the model): set data.normalization = "
+                    f'"none" (it is {self.data.normalization!r})'
+                )
+            if self.data.channels != 3:
+                raise ValueError(f"{label} takes RGB images: set data.channels = 3")
+        return self
+
+    @property
+    def epochs(self) -> int:
+        """All epochs: fit.epochs, or the sum of the phases'."""
+        return sum(p.epochs for p in self.phases) if self.phases else self.fit.epochs
 
     @property
     def one_hot_labels(self) -> bool:

@@ -13,7 +13,7 @@ from zoo import backbones, rundir
 from zoo.errors import ZooError
 from zoo.recipes import load_recipe
 
-DIGITS = ["data.source='digits'", "data.image_size=[16, 16]", *FAST]
+DIGITS = ["data.source='digits'", "data.image_size=[8, 8]", *FAST]
 PHASES = (
     "phases=[{epochs=1, trainable='head', learning_rate=0.05}, "
     "{epochs=2, trainable='P2', learning_rate=0.01}]"
@@ -25,7 +25,8 @@ def pretrained(tmp_path_factory):
     """ResNet-20 trained on digits 0-4: the run that seeds the fine-tuning below."""
     recipe = load_recipe(
         "resnet20_cifar10",
-        [*DIGITS, "data.classes=['0', '1', '2', '3', '4']", "fit.epochs=2"],
+        [*DIGITS, "data.classes=['0', '1', '2', '3', '4']", "data.max_per_class=100"]
+        + ["fit.epochs=2"],
     )
     run = zoo.train(recipe, output=tmp_path_factory.mktemp("pre") / "run", log=lambda *a: None)
     return run, keras.saving.load_model(run / rundir.MODEL).get_layer("resnet20")

@@ -27,7 +27,10 @@ def tables() -> str:
         r = zoo.load_recipe(name)
         data = f"tfds `{r.data.name}`" if r.data.source == "tfds" else r.data.source
         text = " ".join(r.description.split())
-        lines.append(f"| `{name}` | `{r.model.name}` | {data} | {text} |")
+        model = f"`{r.model.label}`"
+        if r.model.backbone:
+            model += f" backbone, weights: {r.model.backbone_weights}"
+        lines.append(f"| `{name}` | {model} | {data} | {text} |")
     return "\n".join(lines) + "\n"
 
 

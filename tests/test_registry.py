@@ -84,12 +84,25 @@ FAST_KERAS = {
 }
 
 
-def heavy(names):
-    """`names` as pytest params, the keras.applications ones outside FAST_KERAS marked slow."""
+def heavy(names, fast=FAST_KERAS, slow=()):
+    """`names` as pytest params: keras.applications ones outside `fast`, and `slow`, marked slow."""
     return [
-        pytest.param(n, marks=pytest.mark.slow) if n in KERAS and n not in FAST_KERAS else n
+        pytest.param(n, marks=pytest.mark.slow)
+        if (n in KERAS and n not in fast) or n in slow
+        else n
         for n in names
     ]
+
+
+# The round trip (build, train step, save, load) of the deepest nets repeats shallower ones'
+# code at several times the cost: those run under `make test-all`.
+ROUND_TRIP_SLOW = (
+    *("resnet34", "resnet101", "resnet152"),
+    *("resnet32", "resnet44", "resnet110"),
+    *("vgg13", "vgg13_bn", "vgg19", "vgg19_bn"),
+)
+# keras.applications nets with layers of their own (hard-swish, Normalization, LayerScale).
+ROUND_TRIP_KERAS = {"mobilenet_v3_small", "efficientnet_b0", "convnext_tiny"}
 
 
 def test_golden_table_covers_the_registry():
@@ -101,7 +114,9 @@ def test_golden_parameter_count(name):
     assert zoo.info(name)["parameters"] == GOLDEN[name]
 
 
-@pytest.mark.parametrize("name", heavy(zoo.list_models()))
+@pytest.mark.parametrize(
+    "name", heavy(zoo.list_models(), fast=ROUND_TRIP_KERAS, slow=ROUND_TRIP_SLOW)
+)
 def test_build_forward_train_step_and_round_trip(name, tmp_path):
     # Eager calls: tracing a 150-layer graph costs more than the step itself at this size.
     shape = (32, 32, 3) if name != "lenet5" else (28, 28, 1)
@@ -123,13 +138,14 @@ def test_build_forward_train_step_and_round_trip(name, tmp_path):
     assert all(g is not None for g in grads)
     optimizer.apply_gradients(zip(grads, model.trainable_weights))
     assert np.isfinite(keras.ops.convert_to_numpy(loss)).all()
-    # Every weight learns: it moved, or (ConvNeXt's branches behind a 1e-6 layer scale) its
-    # gradient is not zero but its step is below float32 resolution.
+    # Every weight of zoo's nets learns: it moved, or (ConvNeXt's branches behind a 1e-6 layer
+    # scale) its gradient is not zero but its step is below float32 resolution. In
+    # keras.applications nets on two tiny images a few ReLU6 units can be dead or saturated.
     learning = [
         not np.array_equal(b, w.numpy()) or np.any(g.numpy() != 0)
         for b, w, g in zip(before, model.trainable_weights, grads)
     ]
-    assert all(learning)
+    assert all(learning) if name not in KERAS else np.mean(learning) > 0.9
 
     path = tmp_path / f"{name}.keras"
     model.save(path)

@@ -22,3 +22,14 @@ def shared_data(name: str) -> Path:
 def quiet():
     """Silences zoo's progress lines in tests."""
     return lambda *a, **k: None
+
+
+@pytest.fixture
+def mock_tfds(monkeypatch):
+    """TFDS mock data in place of downloads (tfds.testing mocks download_and_prepare too)."""
+    import tensorflow_datasets as tfds
+
+    from zoo.data import tfds_source
+
+    monkeypatch.setattr(tfds_source, "_can_download", lambda: True)
+    return tfds.testing.mock_data

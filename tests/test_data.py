@@ -206,17 +206,6 @@ def test_label_smoothing_gives_one_hot_labels():
     np.testing.assert_array_equal(y.sum(axis=1), 1)
 
 
-@pytest.fixture
-def mock_tfds(monkeypatch):
-    """TFDS mock data in place of downloads (tfds.testing mocks download_and_prepare too)."""
-    import tensorflow_datasets as tfds
-
-    from zoo.data import tfds_source
-
-    monkeypatch.setattr(tfds_source, "_can_download", lambda: True)
-    return tfds.testing.mock_data
-
-
 def test_tfds_source_with_mock_data(mock_tfds):
 
     r = load_recipe("lenet_mnist", ["data.batch_size=10"])

@@ -106,37 +106,43 @@ def test_phases_train_what_they_say_from_the_pretrained_backbone(pretrained, tmp
     assert model.output.shape == (None, 5)
 
 
-@pytest.mark.parametrize("crash_at, resumed_epochs", [(2, [2]), (1, [1, 2])])
-def test_resume_across_phases(pretrained, tmp_path, quiet, crash_at, resumed_epochs):
-    """Crash inside phase 2 (its backup restores weights and optimizer) or right at its start
-    (the end of phase 1 is the starting point)."""
+def test_resume_across_phases(pretrained, tmp_path, quiet):
+    """A crash right at the start of phase 2 (the end of phase 1 is the starting point, with a
+    fresh optimizer), then one inside phase 2 (its backup restores weights and optimizer)."""
     recipe = finetune(pretrained[0])
     out = tmp_path / "ft"
-    before = Record()
+    first = Record()
     with pytest.raises(KeyboardInterrupt):
-        zoo.train(recipe, output=out, callbacks=[before, Crash(crash_at)], log=quiet)
-    assert history_epochs(out) == list(range(crash_at))
+        zoo.train(recipe, output=out, callbacks=[first, Crash(1)], log=quiet)
+    assert history_epochs(out) == [0]
 
-    seen, record = [], Record()
+    seen = []
 
     class Epochs(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             seen.append(epoch)
 
-    run = zoo.train(recipe, output=out, resume=True, callbacks=[record, Epochs()], log=quiet)
-    assert seen == resumed_epochs
-    assert history_epochs(run) == [0, 1, 2]
-    (start,) = record.starts  # phase 1 is not run again
+    second = Record()
+    with pytest.raises(KeyboardInterrupt):
+        zoo.train(
+            recipe, output=out, resume=True, callbacks=[second, Epochs(), Crash(2)], log=quiet
+        )
+    assert seen == [1, 2] and history_epochs(out) == [0, 1]
+    (start,) = second.starts  # phase 1 is not run again
+    np.testing.assert_array_equal(start["head"], first.starts[1]["head"])
+    assert start["iterations"] == 0
     # conv1 is frozen in both phases: the pretrained weights came back from the checkpoints
     # (the resumed run does not read the pretrained run again).
-    np.testing.assert_array_equal(start["conv1"], before.starts[0]["conv1"])
+    np.testing.assert_array_equal(start["conv1"], first.starts[0]["conv1"])
+
+    seen.clear()
+    third = Record()
+    run = zoo.train(recipe, output=out, resume=True, callbacks=[third, Epochs()], log=quiet)
+    assert seen == [2] and history_epochs(run) == [0, 1, 2]
+    (start,) = third.starts
     steps = 5  # 60 images per class, 5 classes, less the 10% validation split: 270, batch 64
-    if crash_at == 1:
-        # From the end of phase 1 with a fresh optimizer.
-        np.testing.assert_array_equal(start["head"], before.starts[1]["head"])
-        assert start["iterations"] == 0
-    else:
-        assert start["iterations"] == steps
+    assert start["iterations"] == steps
+    np.testing.assert_array_equal(start["conv1"], first.starts[0]["conv1"])
     assert json.loads((run / rundir.METRICS).read_text())["epochs"] == 3
 
 
@@ -158,3 +164,33 @@ def test_bad_trainable_names_the_choices(pretrained, tmp_path, quiet):
 def test_taps_of_the_training_net_match_the_backbone(pretrained):
     _, net = pretrained
     assert backbones.taps(net) == {"P1": "conv3_block3_out", "P2": "conv4_block3_out"}
+
+
+@pytest.mark.slow  # 25-45 s each; `make test` builds them and checks their phases' stages
+@pytest.mark.parametrize(
+    "name", ["mobilenet_v2_flowers", "efficientnet_b0_flowers", "resnet50_pets"]
+)
+def test_tfds_fine_tuning_recipes_train_on_mock_data(name, mock_tfds, tmp_path, quiet):
+    """The download-needing recipes as a user runs them, on TFDS mock data with random weights
+    in place of the downloads, their phases shortened to one epoch each."""
+    recipe = load_recipe(name)
+    phases = ", ".join(
+        f"{{epochs=1, trainable='{p.trainable}', "
+        f"freeze_batchnorm={str(p.freeze_batchnorm).lower()}}}"
+        for p in recipe.phases
+    )
+    recipe = load_recipe(
+        name,
+        [
+            "model.backbone_weights='none'",
+            "data.image_size=[32, 32]",
+            "data.batch_size=8",
+            "fit.verbose=0",
+            f"phases=[{phases}]",
+        ],
+    )
+    with mock_tfds(num_examples=24):
+        run = zoo.train(recipe, output=tmp_path / "run", log=quiet)
+    metrics = json.loads((run / rundir.METRICS).read_text())
+    assert metrics["epochs"] == len(recipe.phases) == 2
+    assert len(metrics["classes"]) == {"resnet50_pets": 37}.get(name, 5)

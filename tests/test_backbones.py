@@ -255,3 +255,34 @@ def test_local_weights_file_in_the_format_keras_downloads(tmp_path):
     for name in ("Conv1", "block_16_project", "out_relu"):
         for mine, theirs in zip(model.get_layer(name).weights, source.get_layer(name).weights):
             np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+
+
+@pytest.mark.parametrize(
+    "name, constructor", [("efficientnet_b0", "EfficientNetB0"), ("convnext_tiny", "ConvNeXtTiny")]
+)
+def test_rebuilt_for_export_computes_what_keras_applications_does(name, constructor, tmp_path):
+    """EfficientNet's Normalization (a constant Rescaling in zoo) and ConvNeXt's per-channel
+    convolutions (DepthwiseConv2D in zoo) give the keras.applications net's outputs, weights
+    loaded from a Keras weights file included."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    source = getattr(keras.applications, constructor)(
+        include_top=False, weights=None, input_shape=(32, 32, 3)
+    )
+    rng = np.random.default_rng(0)
+    for layer in source.layers:  # statistics as ImageNet's, not the identity
+        if isinstance(layer, keras.layers.Normalization) and layer.input_mean is None:
+            mean, variance, count = layer.get_weights()
+            layer.set_weights([mean + [0.485, 0.456, 0.406], variance * [0.05, 0.05, 0.06], count])
+            layer.finalize_state()
+    path = tmp_path / "weights.h5"
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, source)
+    model = zoo.backbone(name, input_shape=(32, 32, 3), weights=str(path))
+    assert not any(isinstance(layer, keras.layers.Normalization) for layer in model.layers)
+    assert not any(backbones._is_depthwise(layer) for layer in model.layers)
+    pixels = rng.uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    expected = source.predict(pixels, verbose=0)
+    got = keras.ops.convert_to_numpy(model(pixels)["P5"])
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())

@@ -267,6 +267,11 @@ def test_every_registry_model_exports(name, tmp_path):
     model = zoo.get(name, input_shape=shape, classes=5)
     model.save(tmp_path / "model.keras")
     for fmt in ("tflite", "onnx"):
+        if fmt == "onnx" and name.startswith("convnext"):
+            # tf2onnx writes Keras' exact GELU as Erfc, which ONNX Runtime has no kernel for.
+            with pytest.raises(ZooError, match="ONNX Runtime cannot run it: .*Erfc"):
+                export(tmp_path / "model.keras", format=fmt, samples=8)
+            continue
         report = export(tmp_path / "model.keras", format=fmt, samples=8)
         assert report["top1_agreement"] == 1.0
         assert report["max_abs_diff"] < 1e-4

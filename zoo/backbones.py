@@ -239,7 +239,64 @@ def _keras_net(name: str, input_shape, weights, options: dict) -> keras.Model:
     # One functional graph from our input: the preprocessing, then the keras.applications layers.
     model = keras.Model(inputs, app.output, name=name)
     _stable_names(model)
-    return model
+    return _exportable(model)
+
+
+def _is_depthwise(layer) -> bool:
+    """A Conv2D with one group per input channel, as many filters as channels."""
+    return (
+        type(layer) is keras.layers.Conv2D
+        and layer.groups > 1
+        and layer.groups == layer.filters
+        and layer.kernel.shape[-2] == 1
+    )
+
+
+def _exportable(model: keras.Model) -> keras.Model:
+    """`model` with the same weights and outputs, rebuilt from layers that every exporter
+    converts: a Normalization becomes a constant Rescaling (ONNX conversion turns its mean and
+    variance into extra graph inputs) and a Conv2D with one group per channel a DepthwiseConv2D
+    (Keras' grouped convolution is an XLA function tf2onnx cannot convert)."""
+    changed = [
+        layer
+        for layer in model.layers
+        if isinstance(layer, keras.layers.Normalization) or _is_depthwise(layer)
+    ]
+    if not changed:
+        return model
+    import numpy as np
+
+    def clone(layer):
+        if isinstance(layer, keras.layers.Normalization):
+            source = layer.adapt_mean if layer.input_mean is None else layer.mean
+            mean = np.ravel(keras.ops.convert_to_numpy(source)).astype("float64")
+            source = layer.adapt_variance if layer.input_mean is None else layer.variance
+            variance = np.ravel(keras.ops.convert_to_numpy(source)).astype("float64")
+            std = np.maximum(np.sqrt(variance), keras.backend.epsilon())
+            return keras.layers.Rescaling(
+                (1 / std).tolist(), offset=(-mean / std).tolist(), name=layer.name
+            )
+        if _is_depthwise(layer):
+            return keras.layers.DepthwiseConv2D(
+                layer.kernel_size,
+                strides=layer.strides,
+                padding=layer.padding,
+                dilation_rate=layer.dilation_rate,
+                use_bias=layer.use_bias,
+                activation=layer.activation,
+                name=layer.name,
+            )
+        return layer.__class__.from_config(layer.get_config())
+
+    rebuilt = keras.models.clone_model(model, clone_function=clone)
+    for old, new in zip(model.layers, rebuilt.layers, strict=True):
+        weights = old.get_weights()
+        if _is_depthwise(old):  # (k, k, 1, C) -> (k, k, C, 1)
+            weights = [np.transpose(weights[0], (0, 1, 3, 2)), *weights[1:]]
+        elif isinstance(old, keras.layers.Normalization):
+            continue
+        new.set_weights(weights)
+    return rebuilt
 
 
 def _stable_names(model: keras.Model) -> None:

@@ -140,7 +140,14 @@ def runner(path: Path, fmt: str):
     if fmt == "onnx":
         import onnxruntime
 
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        try:
+            session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime's own exception types, e.g. InvalidGraph
+            raise ZooError(
+                f"{path} was written but ONNX Runtime cannot run it: "
+                f"{str(e).splitlines()[0][:300]}. SavedModel and TFLite exports do not depend on "
+                "ONNX's operator set (ConvNeXt's exact GELU has no ONNX conversion yet)"
+            ) from e
         name = session.get_inputs()[0].name
         dtype = np.uint8 if session.get_inputs()[0].type == "tensor(uint8)" else np.float32
         return lambda x: session.run(None, {name: x.astype(dtype)})[0]

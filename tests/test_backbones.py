@@ -59,7 +59,9 @@ KNOWN_TAPS = {
 }
 
 
-@pytest.mark.parametrize("name", heavy(backbones.names()))
+@pytest.mark.parametrize(
+    "name", heavy(backbones.names(), slow=("resnet101", "resnet152", "resnet110", "vgg19_bn"))
+)
 def test_every_backbone_exposes_its_taps_at_their_strides(name):
     model = zoo.backbone(name, input_shape=(64, 64, 3))
     assert model.layers[0].name == "image" and model.input.shape == (None, 64, 64, 3)
@@ -258,7 +260,11 @@ def test_local_weights_file_in_the_format_keras_downloads(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name, constructor", [("efficientnet_b0", "EfficientNetB0"), ("convnext_tiny", "ConvNeXtTiny")]
+    "name, constructor",
+    [
+        ("efficientnet_b0", "EfficientNetB0"),
+        pytest.param("convnext_tiny", "ConvNeXtTiny", marks=pytest.mark.slow),
+    ],
 )
 def test_rebuilt_for_export_computes_what_keras_applications_does(name, constructor, tmp_path):
     """EfficientNet's Normalization (a constant Rescaling in zoo) and ConvNeXt's per-channel

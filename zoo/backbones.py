@@ -148,7 +148,7 @@ def backbone(name: str, input_shape=None, weights=None, **options) -> keras.Mode
         transfer_from, build_weights = weights, None
     elif weights is None or isinstance(weights, str | os.PathLike):
         weights = None if weights is None or str(weights) == "none" else str(weights)
-        transfer_from = weights if weights and _is_saved_model(weights) else None
+        transfer_from = weights if weights and is_saved_model(weights) else None
         build_weights = None if transfer_from else weights
     else:
         raise ZooError(
@@ -161,7 +161,7 @@ def backbone(name: str, input_shape=None, weights=None, **options) -> keras.Mode
     if name in KERAS:
         net = _keras_net(name, input_shape, build_weights, options)
     else:
-        _zoo_spec(name)
+        _check_zoo_backbone(name)
         try:
             net = registry.get(
                 name, include_top=False, input_shape=input_shape, weights=build_weights, **options
@@ -180,16 +180,14 @@ def backbone(name: str, input_shape=None, weights=None, **options) -> keras.Mode
     return model
 
 
-def _zoo_spec(name: str):
+def _check_zoo_backbone(name: str) -> None:
     if name not in registry.list_models():
         raise suggest(name, names(), what="backbone", hint="`zoo list backbones` shows them all")
-    spec = {s.name: s for s in registry.specs()}[name]
-    if "backbone" not in spec.tasks:
+    if name not in registry.list_models(task="backbone"):
         raise ZooError(
             f"{name} cannot be a backbone (its feature maps are not tapped); "
             f"backbones: {', '.join(names())}"
         )
-    return spec
 
 
 def _preprocessing(kind: str) -> list:
@@ -402,7 +400,8 @@ def deepest(model: keras.Model):
 # Weights from a zoo run or a saved model
 
 
-def _is_saved_model(path: str) -> bool:
+def is_saved_model(path: str) -> bool:
+    """Whether `path` names a zoo run directory or a .keras file (weights taken by name)."""
     return path.endswith(".keras") or os.path.isdir(path)
 
 

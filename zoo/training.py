@@ -72,9 +72,7 @@ def _net(recipe: Recipe, shape, classes: int, activation, args: dict, preprocess
             )
         return registry.get(cfg.name, input_shape=shape, classifier_activation=activation, **args)
     weights = cfg.backbone_weights
-    if weights not in ("none", "imagenet") and (
-        weights.endswith(".keras") or Path(weights).is_dir()
-    ):
+    if weights not in ("none", "imagenet") and backbones.is_saved_model(weights):
         weights = backbones.load_source(weights)
         _check_preprocessing(recipe, weights, preprocessing)
     features = backbones.backbone(cfg.backbone, input_shape=shape, weights=weights, **args)
@@ -298,9 +296,9 @@ def train(
     state = _State(run / rundir.STATE, rundir.read_json(run / rundir.STATE) if resume else {})
     first = state.state.get("phases_done", 0)
     starts = [sum(p.epochs for p in phases[:k]) for k in range(len(phases))]
-    done = starts[first] if first < len(phases) else recipe.epochs
-    if first < len(phases):
-        done = _backed_up_epochs(run, first) or done
+    # The epoch the current phase's backup reached, None where it has none (yet).
+    backed_up = _backed_up_epochs(run, first) if first < len(phases) else None
+    done = backed_up or (starts[first] if first < len(phases) else recipe.epochs)
     if done:
         # Every weight comes back from the run's own checkpoints: the backbone's source
         # (another run, a download) is not needed again.
@@ -321,7 +319,7 @@ def train(
     _trim_history(run / rundir.HISTORY, done)
     if resume:
         log(f"zoo: resuming after epoch {done} of {recipe.epochs}")
-        if first > 0 and (first == len(phases) or _backed_up_epochs(run, first) is None):
+        if first > 0 and backed_up is None:
             model.load_weights(run / rundir.phase_end(first - 1))
     for k in range(first, len(phases)):
         phase = phases[k]

@@ -43,7 +43,10 @@ def _strategy(name: str, gpus: int) -> tf.distribute.Strategy:
 def policy(cfg: RuntimeConfig) -> Policy:
     """On a GPU: mixed float16 and XLA; on CPU: float32 and no XLA (XLA made CPU convolution
     training about 10x slower). Several GPUs: MirroredStrategy. The recipe can override each."""
-    gpus = len(tf.config.list_physical_devices("GPU"))
+    from zoo._startup import quiet_stderr
+
+    with quiet_stderr():  # the CUDA probe's lines on a machine without a GPU
+        gpus = len(tf.config.list_physical_devices("GPU"))
     precision = (
         cfg.precision if cfg.precision != "auto" else ("mixed_float16" if gpus else "float32")
     )

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zoo.data import arrays, build
+from zoo.data import build
+from zoo.data import idx as arrays
 from zoo.errors import ZooError
 from zoo.recipes import load_recipe
 

@@ -28,7 +28,9 @@ def test_recipe_loads_and_builds(path):
     model = build_model(recipe, classes=7)
     height, width = recipe.data.image_size
     assert tuple(model.input.shape) == (None, height, width, recipe.data.channels)
-    assert tuple(model.output.shape) == (None, 7)
+    # One class per image, or per pixel (at the input's size).
+    per_pixel = recipe.task == "segmentation"
+    assert tuple(model.output.shape) == ((None, height, width, 7) if per_pixel else (None, 7))
     net = model.get_layer(recipe.model.label)
     for phase in recipe.phases:  # every phase names layers the net has, and trains some
         assert _set_trainable(recipe, net, phase) > 0
@@ -132,7 +134,8 @@ def test_recipes_are_frozen():
         ("data.source='idx'", "source 'idx' needs data.path"),
         ("data.normalization='standardize'", "needs data.mean with one value per channel"),
         ("data.image_size=[32]", "data.image_size: list should have at least 2 items"),
-        ("task='segmentation'", "task: input should be 'classification'"),
+        ("task='segmentaton'", "unknown task 'segmentaton'; did you mean 'segmentation'"),
+        ("task='segmentation'", "data.source 'digits' gives labels, task 'segmentation'"),
         ("compile.schedule={name='step'}", "needs exactly one of boundaries"),
     ],
 )
@@ -167,7 +170,7 @@ def test_invalid_toml(tmp_path):
 def test_phases_and_backbone_keys():
     recipe = load_recipe("mobilenet_v2_flowers")
     assert recipe.model.backbone == "mobilenet_v2" and recipe.model.label == "mobilenet_v2"
-    assert recipe.model.head.dropout == 0.2
+    assert recipe.model.head["dropout"] == 0.2
     assert recipe.fit.epochs is None and recipe.epochs == 10
     assert [p.trainable for p in recipe.phases] == ["head", "block_11"]
     assert recipe.phases[1].learning_rate == 1e-4 and recipe.phases[1].schedule.name == "cosine"

@@ -68,6 +68,8 @@ GOLDEN = {
     "convnext_xlarge": 350_196_968,
     "keras_vgg16": 15_227_688,
     "keras_vgg19": 20_537_384,
+    # The paper's U-Net ("same" padding, no batch norm): 1 input channel, 2 classes.
+    "unet": 31_030_658,
 }
 
 # One keras.applications net per family is built in `make test`; the others under `make test-all`.
@@ -125,11 +127,16 @@ def test_build_forward_train_step_and_round_trip(name, tmp_path):
     shape = (32, 32, 3) if name != "lenet5" else (28, 28, 1)
     model = zoo.get(name, input_shape=shape, classes=5)
     scale = 255 if name in KERAS else 1  # keras.applications nets take [0, 255] pixels
-    x = np.random.default_rng(0).uniform(0, scale, (2, *shape)).astype("float32")
-    y = np.array([1, 3])
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, scale, (2, *shape)).astype("float32")
     out = keras.ops.convert_to_numpy(model(x, training=False))
-    assert out.shape == (2, 5)
-    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
+    if name in zoo.list_models(task="segmentation"):  # a class per pixel
+        assert out.shape == (2, 32, 32, 5)
+        y = rng.integers(0, 5, (2, 32, 32))
+    else:
+        assert out.shape == (2, 5)
+        y = np.array([1, 3])
+    np.testing.assert_allclose(out.sum(axis=-1), 1.0, rtol=1e-5)
 
     import tensorflow as tf
 
@@ -221,7 +228,8 @@ def test_duplicate_registration_is_an_error():
 def test_list_models_filters():
     assert zoo.list_models("vgg1?_bn") == ["vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn"]
     assert "lenet5" not in zoo.list_models(task="backbone")
-    assert zoo.list_models(task="classification") == zoo.list_models()
+    assert zoo.list_models(task="classification") == [m for m in zoo.list_models() if m != "unet"]
+    assert zoo.list_models(task="segmentation") == ["unet"]
     assert {"mobilenet_v2", "efficientnet_b7", "convnext_xlarge"} < set(zoo.list_models())
 
 

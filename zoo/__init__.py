@@ -11,9 +11,14 @@ run = zoo.train("lenet_digits", output="runs/digits")
 ```
 """
 
-# Custom Keras objects (layers, learning-rate schedules) register on import, so that any saved
-# zoo model loads after `import zoo`, in Keras' safe mode.
+# First: TensorFlow and Keras, imported without TensorFlow's start-up lines on stderr.
+import zoo._startup  # noqa: F401, I001
+
+# Custom Keras objects (layers, losses, metrics, learning-rate schedules) register on import,
+# so that any saved zoo model loads after `import zoo`, in Keras' safe mode.
 import zoo.layers  # noqa: F401
+import zoo.losses  # noqa: F401
+import zoo.metrics  # noqa: F401
 import zoo.schedules  # noqa: F401
 from zoo import heads
 from zoo.backbones import backbone

@@ -370,7 +370,7 @@ def taps(net: keras.Model, name_filter: str | None = None, rebuild=None) -> dict
     sizes.pop((height, width), None)
     found = {}
     for layer in net.layers:
-        if isinstance(layer, keras.layers.InputLayer):
+        if isinstance(layer, keras.layers.InputLayer) or is_head(layer.name):
             continue
         if name_filter and not re.search(name_filter, layer.name):
             continue
@@ -383,6 +383,11 @@ def taps(net: keras.Model, name_filter: str | None = None, rebuild=None) -> dict
     if not found:
         raise ZooError(f"{net.name}: no feature map at stride 2 to 32 of its input")
     return {level: found[level] for level in LEVELS if level in found}
+
+
+def is_head(layer_name: str) -> bool:
+    """Whether a layer belongs to a task head (zoo.heads name theirs `head_*`, `predictions`)."""
+    return layer_name.startswith("head_") or layer_name in ("predictions", "probabilities")
 
 
 def tap_filter(name: str | None) -> str | None:
@@ -407,19 +412,9 @@ def is_saved_model(path: str) -> bool:
 
 def load_source(path) -> keras.Model:
     """The model saved in a finished zoo run directory or a `.keras` file."""
-    path = Path(path)
-    file = path / rundir.MODEL if path.is_dir() else path
-    if not file.is_file():
-        if path.is_dir():
-            raise ZooError(
-                f"{path} holds no {rundir.MODEL}: weights come from a finished zoo run "
-                "directory (or its .keras file)"
-            )
+    if not Path(path).exists():
         raise ZooError(f"weights file {str(path)!r} does not exist")
-    try:
-        return keras.saving.load_model(file, compile=False)
-    except Exception as e:
-        raise ZooError(f"could not load a Keras model from {file}: {e}".splitlines()[0]) from e
+    return rundir.load(path, what="backbone weights", compile=False)[0]
 
 
 def leaves(model) -> dict:
@@ -512,7 +507,9 @@ def trainable_layers(net: keras.Model, trainable: str, found: dict[str, str]) ->
                 f"{net.name}",
             )
         start = matches[0]
-    return order[start:]
+    # Head layers train whenever the layers above `trainable` do, wherever the graph order puts
+    # them (a decoder's projection of a shallow tap comes before the deeper backbone stages).
+    return [n for k, n in enumerate(order) if k >= start or is_head(n)]
 
 
 def set_trainable(net: keras.Model, trainable: str, found: dict[str, str]) -> None:

@@ -42,12 +42,10 @@ def bench_exports(run, *, repeats: int = 50, warmup: int = 5, batches=(1, 32)) -
     rows = bench_exports("runs/digits", repeats=20)
     ```
     """
-    import keras
-
     run = Path(run)
-    if not (run / rundir.MODEL).is_file():
-        raise ZooError(f"{run} holds no {rundir.MODEL}: bench --export needs a finished zoo run")
-    model = keras.saving.load_model(run / rundir.MODEL)
+    if not run.is_dir():
+        raise ZooError(f"{run} is not a run directory: bench --export needs a finished zoo run")
+    model = rundir.load(run, what="bench --export")[0]
     shape = tuple(model.input.shape[1:])
     x = np.random.default_rng(0).uniform(0, 255, (max(batches), *shape)).astype("float32")
     candidates = [("Keras", run / rundir.MODEL, lambda b: model.predict_on_batch(b))]

@@ -160,7 +160,8 @@ def eval_cmd(run_dir):
 @click.option(
     "--tolerance",
     type=click.FloatRange(0, 1),
-    help="Minimum top-1 agreement with Keras (default 0.99 float, 0.98 quantized).",
+    help="Minimum agreement with Keras: top-1 for classifiers (default 0.99 float, 0.98 "
+    "quantized), pixels for segmentation (0.99 float, 0.97 int8).",
 )
 @click.option(
     "--input-dtype",
@@ -185,8 +186,8 @@ def export_cmd(
 ):
     """Export SOURCE (a run directory or a .keras file) and check it against Keras.
 
-    Writes the model, labels.txt and <model>.parity.json; exits 1 when top-1 agreement with the
-    Keras model on the eval images is below the tolerance.
+    Writes the model, labels.txt and <model>.parity.json; exits 1 when the agreement with the
+    Keras model on the eval images (top-1 classes, or mask pixels) is below the tolerance.
     """
     from zoo.export import ParityError, export
 
@@ -205,21 +206,16 @@ def export_cmd(
     except ParityError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
+    from zoo import tasks
+
     rows = [
         ("file", report["path"]),
         ("size", f"{report['size_bytes'] / 1024:.1f} KiB"),
         ("examples", report["examples"]),
         ("max abs diff", f"{report['max_abs_diff']:.3g}"),
         ("max rel diff", f"{report['max_rel_diff']:.3g}"),
-        ("top-1 agreement", f"{report['top1_agreement']:.4f} (tolerance {report['tolerance']})"),
+        *tasks.get(report["task"]).describe_parity(report),
     ]
-    if "keras_accuracy" in report:
-        rows.append(
-            (
-                "accuracy",
-                f"{report['export_accuracy']:.4f} exported, {report['keras_accuracy']:.4f} Keras",
-            )
-        )
     for key, value in rows:
         click.echo(f"{key:<16} {value}")
 
@@ -229,19 +225,29 @@ def export_cmd(
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--top-k", "-k", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON.")
-def predict(model, images, top_k, as_json):
-    """Top-k classes of IMAGES with MODEL: a run directory, a .keras file, a SavedModel
-    directory, a .tflite or an .onnx file."""
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(file_okay=False),
+    default="predictions",
+    show_default=True,
+    help="Segmentation: the folder for the mask and overlay PNGs.",
+)
+def predict(model, images, top_k, as_json, output):
+    """Predict IMAGES with MODEL (a run directory, a .keras file, a SavedModel directory, a
+    .tflite or an .onnx file): the top-k classes of a classifier; for segmentation, each
+    image's mask (at the image's size) and an overlay written as PNGs, and the fraction of
+    pixels of each class."""
+    from zoo.predict import describe
     from zoo.predict import predict as run_predict
 
-    results = run_predict(model, images, top_k=top_k)
+    results = run_predict(model, images, top_k=top_k, output=output)
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
     for result in results:
-        click.echo(result["image"])
-        for entry in result["top"]:
-            click.echo(f"  {entry['score']:.4f}  {entry['name']}")
+        for line in describe(result):
+            click.echo(line)
 
 
 @main.command(cls=_Command)

@@ -1,4 +1,4 @@
-"""Final evaluation of a trained model on the eval split: metrics.json and curves.png."""
+"""The training curves of a run (curves.png); the task evaluates the model itself."""
 
 from __future__ import annotations
 
@@ -7,15 +7,6 @@ import math
 from pathlib import Path
 
 from zoo import rundir
-
-
-def evaluate(model, data) -> dict:
-    """Keras metrics of `model` on `data.eval`, as flat float keys (`loss`, `accuracy`, ...)."""
-    results = model.evaluate(data.eval, verbose=0, return_dict=True)
-    metrics = {k: float(v) for k, v in results.items()}
-    metrics["eval_examples"] = data.eval_count
-    metrics["eval_split"] = data.eval_name
-    return metrics
 
 
 def read_history(path: Path) -> list[dict]:

@@ -14,13 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo import rundir
+from zoo import rundir, tasks
 from zoo.errors import ZooError
 
 FORMATS = ("savedmodel", "tflite", "onnx")
 QUANTIZATIONS = ("none", "dynamic", "float16", "int8")
-# Minimum top-1 agreement with the Keras model, by quantization, unless --tolerance says.
-DEFAULT_AGREEMENT = {"none": 0.99, "dynamic": 0.98, "float16": 0.99, "int8": 0.98}
 
 
 class ParityError(ZooError):
@@ -43,45 +41,26 @@ def artifact_name(
     }[fmt]
 
 
-def _load_source(source):
-    """(model, recipe or None, run dir or None) of a run directory, a .keras file or a model."""
-    import keras
-
-    from zoo.recipes import load_recipe
-
-    if isinstance(source, keras.Model):
-        return source, None, None
-    path = Path(source)
-    if path.is_dir():
-        if not (path / rundir.MODEL).is_file():
-            raise ZooError(
-                f"{path} holds no {rundir.MODEL}: export needs a finished zoo run "
-                "(or the path of a .keras file)"
-            )
-        return (
-            keras.saving.load_model(path / rundir.MODEL),
-            load_recipe(path / rundir.RECIPE),
-            path,
-        )
-    if path.suffix == ".keras" and path.is_file():
-        return keras.saving.load_model(path), None, None
-    raise ZooError(f"cannot export {str(source)!r}: give a zoo run directory or a .keras file")
-
-
 def _eval_batches(recipe, model, samples: int, seed: int = 0):
-    """Real eval images of the recipe (all of the split) or, without a recipe, random pixels."""
+    """Real eval images of the recipe and their targets (the whole split, up to the task's
+    PARITY_EXAMPLES) or, without a recipe, random pixels."""
     if recipe is not None:
         from zoo.data import build
 
         data = build(recipe, training=False)
-        images, labels = [], []
+        limit = tasks.get(recipe.task).PARITY_EXAMPLES
+        images, targets, total = [], [], 0
         for x, y in data.eval:
             images.append(x.numpy())
-            labels.append(y.numpy())
-        labels = np.concatenate(labels)
-        if labels.ndim == 2:
-            labels = labels.argmax(axis=1)
-        return np.concatenate(images), labels, data.class_names
+            targets.append(y.numpy())
+            total += len(images[-1])
+            if limit and total >= limit:
+                break
+        return (
+            np.concatenate(images)[:limit],
+            np.concatenate(targets)[:limit],
+            data.class_names,
+        )
     shape = tuple(model.input.shape[1:])
     rng = np.random.default_rng(seed)
     return rng.uniform(0, 255, (samples, *shape)).astype("float32"), None, None
@@ -184,20 +163,6 @@ def _predict(fn, images: np.ndarray, batch: int = 64) -> np.ndarray:
     return np.concatenate([fn(images[i : i + batch]) for i in range(0, len(images), batch)])
 
 
-def parity(reference: np.ndarray, exported: np.ndarray, labels) -> dict:
-    diff = np.abs(reference - exported)
-    report = {
-        "examples": int(len(reference)),
-        "max_abs_diff": float(diff.max()),
-        "max_rel_diff": float((diff / np.maximum(np.abs(reference), 1e-6)).max()),
-        "top1_agreement": float((reference.argmax(1) == exported.argmax(1)).mean()),
-    }
-    if labels is not None:
-        report["keras_accuracy"] = float((reference.argmax(1) == labels).mean())
-        report["export_accuracy"] = float((exported.argmax(1) == labels).mean())
-    return report
-
-
 def export(
     source,
     *,
@@ -220,7 +185,8 @@ def export(
     images of any height and width and resizes them (bilinear) as the recipe's pipeline did.
 
     Returns the parity report (with `path`, `size_bytes`, `tolerance`); raises ParityError
-    when top-1 agreement with the Keras model falls below `tolerance`.
+    when the agreement with the Keras model (the task's: top-1 agreement for classifiers, pixel
+    agreement for segmentation) falls below `tolerance`.
 
     Example:
 
@@ -243,15 +209,17 @@ def export(
     if full_integer and input_dtype != "float32":
         raise ZooError("full integer models take int8 input; leave the input type as float32")
     if tolerance is not None and not 0 <= tolerance <= 1:
-        raise ZooError(
-            f"tolerance must be between 0 and 1 (a top-1 agreement), received {tolerance}"
-        )
-    model, recipe, run = _load_source(source)
+        raise ZooError(f"tolerance must be between 0 and 1 (an agreement), received {tolerance}")
+    model, recipe, run = rundir.load(source, what="export")
+    task = tasks.get(recipe.task) if recipe else _task_of(model)
     if output is None and not isinstance(source, str | os.PathLike):
         raise ZooError("exporting a model object needs output=, the folder to write to")
-    out_dir = Path(output) if output else (run / "export" if run else Path(source).parent)
+    if output:
+        out_dir = Path(output)
+    else:
+        out_dir = Path(source) / "export" if Path(source).is_dir() else Path(source).parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    images, labels, class_names = _eval_batches(recipe, model, samples)
+    images, targets, class_names = _eval_batches(recipe, model, samples)
     path = out_dir / artifact_name(format, quantize, full_integer, input_dtype, any_size)
     if path.exists():
         shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -274,10 +242,12 @@ def export(
         rundir.write_text(out_dir / "labels.txt", "\n".join(class_names) + "\n")
 
     exported = _predict(runner(path, format), images)
-    report = parity(reference, exported, labels)
-    threshold = DEFAULT_AGREEMENT[quantize] if tolerance is None else tolerance
+    report = task.parity(reference, exported, targets, class_names)
+    threshold = task.TOLERANCE[quantize] if tolerance is None else tolerance
     report.update(
         {
+            "task": task.__name__.rsplit(".", 1)[-1],
+            "agreement": task.AGREEMENT,
             "format": format,
             "quantize": quantize,
             "full_integer": full_integer,
@@ -290,12 +260,24 @@ def export(
         }
     )
     rundir.write_json(out_dir / f"{path.name}.parity.json", report)
-    if report["top1_agreement"] < threshold:
+    agreement = report[task.AGREEMENT]
+    if agreement < threshold:
         raise ParityError(
-            f"{path.name}: top-1 agreement with Keras {report['top1_agreement']:.4f} is below "
+            f"{path.name}: {task.AGREEMENT.replace('_', ' ')} with Keras {agreement:.4f} is below "
             f"the tolerance {threshold} (see {path.name}.parity.json)"
         )
     return report
+
+
+def _task_of(model):
+    """The task of a model without a recipe, from its output's rank."""
+    task = tasks.for_output_rank(len(model.output.shape))
+    if task is None:
+        raise ZooError(
+            f"cannot tell the task of {model.name} (output shape {model.output.shape}); "
+            "export its run directory"
+        )
+    return task
 
 
 def _serving_model(model, input_dtype: str, any_size: bool):

@@ -1,5 +1,6 @@
-"""Top-k predictions on image files with any saved form of a model: a run directory, a .keras
-file, a SavedModel directory, a .tflite or an .onnx file."""
+"""Predictions on image files with any saved form of a model: a run directory, a .keras file, a
+SavedModel directory, a .tflite or an .onnx file. What a prediction is (top-k classes, a mask
+written as a PNG) is the task's: the run's recipe says which task, else the output's rank."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo import rundir
+from zoo import rundir, tasks
 from zoo.errors import ZooError
 
 
@@ -36,18 +37,29 @@ def _labels(path: Path, kind: str) -> list[str] | None:
     return None
 
 
-def load(path) -> tuple:
-    """(predict function on float32 batches, input shape (H, W, C), class names or None)."""
-    import keras
+def _recipe(path: Path, kind: str):
+    """The recipe of the run that `path` belongs to (a run, its model, its exports), or None."""
+    from zoo.recipes import load_recipe
 
+    folders = (path,) if kind == "run" else (path.parent, path.parent.parent)
+    for folder in folders:
+        if (folder / rundir.RECIPE).is_file():
+            return load_recipe(folder / rundir.RECIPE)
+    return None
+
+
+def load(path) -> tuple:
+    """(predict function on float32 batches, input shape (H, W, C), class names or None,
+    the recipe of its run or None)."""
     from zoo.export import runner
 
     path = Path(path)
     kind = _kind(path)
+    recipe = _recipe(path, kind)
     if kind in ("run", "keras"):
-        model = keras.saving.load_model(path / rundir.MODEL if kind == "run" else path)
+        model = rundir.load(path, what="predict")[0]
         shape = tuple(model.input.shape[1:])
-        return (lambda x: model.predict(x, verbose=0)), shape, _labels(path, kind)
+        return (lambda x: model.predict(x, verbose=0)), shape, _labels(path, kind), recipe
     fn = runner(path, kind)
     if kind == "tflite":
         from ai_edge_litert.interpreter import Interpreter
@@ -67,7 +79,7 @@ def load(path) -> tuple:
     # Unknown sizes (None, -1 or a symbolic name): the model resizes inside, so images go in
     # at their own size.
     shape = tuple(int(d) if isinstance(d, int | np.integer) and d > 0 else None for d in shape)
-    return fn, shape, _labels(path, kind)
+    return fn, shape, _labels(path, kind), recipe
 
 
 def read_image(path, shape) -> np.ndarray:
@@ -87,8 +99,10 @@ def read_image(path, shape) -> np.ndarray:
     return array[..., None] if channels == 1 else array
 
 
-def predict(model, images, top_k: int = 5) -> list[dict]:
-    """Top-k classes with names and scores for each image file.
+def predict(model, images, top_k: int = 5, output=None) -> list[dict]:
+    """Predictions for each image file, as the model's task gives them: the top-k classes with
+    names and scores, or (segmentation) the mask and an overlay written as PNGs into `output`
+    (default "predictions") with the fraction of pixels of each class.
 
     Example:
 
@@ -96,26 +110,20 @@ def predict(model, images, top_k: int = 5) -> list[dict]:
     zoo.predict("runs/digits/export/model_int8.tflite", ["seven.png"], top_k=3)
     ```
     """
-    fn, shape, labels = load(model)
+    fn, shape, labels, recipe = load(model)
     pixels = [read_image(p, shape) for p in images]
     if None in shape[:2]:  # images of different sizes: one at a time
-        scores = np.concatenate([np.asarray(fn(p[None]), dtype=np.float64) for p in pixels])
+        outputs = [np.asarray(fn(p[None]))[0] for p in pixels]
     else:
-        scores = np.asarray(fn(np.stack(pixels)), dtype=np.float64)
-    out = []
-    for path, row in zip(images, scores, strict=True):
-        best = np.argsort(-row)[:top_k]
-        out.append(
-            {
-                "image": str(path),
-                "top": [
-                    {
-                        "class": int(i),
-                        "name": labels[i] if labels else str(i),
-                        "score": float(row[i]),
-                    }
-                    for i in best
-                ],
-            }
-        )
-    return out
+        outputs = list(np.asarray(fn(np.stack(pixels))))
+    task = tasks.get(recipe.task) if recipe else tasks.for_output_rank(outputs[0].ndim + 1)
+    if task is None:
+        raise ZooError(f"cannot tell the task of {model} from its outputs; predict with its run")
+    return task.present(
+        images, outputs, labels, top_k=top_k, output=output, recipe=recipe, pixels=pixels
+    )
+
+
+def describe(result: dict) -> list[str]:
+    """The lines `zoo predict` prints for one result."""
+    return tasks.get(result["task"]).describe(result)

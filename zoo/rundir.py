@@ -59,3 +59,37 @@ def write_json(path: Path, data: dict) -> None:
 def read_json(path: Path) -> dict:
     path = Path(path)
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def load(source, *, what: str = "this", compile: bool = True):
+    """(model, recipe or None, run directory or None) of a finished run directory, a `.keras`
+    file or a Keras model: the one loader of saved models.
+
+    `what` names the caller's purpose in errors ("export", "weights", ...)."""
+    import keras
+
+    from zoo.errors import ZooError
+    from zoo.recipes import load_recipe
+
+    if isinstance(source, keras.Model):
+        return source, None, None
+    path = Path(source)
+    if path.is_dir():
+        if not (path / MODEL).is_file():
+            raise ZooError(
+                f"{path} holds no {MODEL}: {what} needs a finished zoo run directory "
+                "(or a .keras file)"
+            )
+        saved = path / RECIPE
+        file, recipe, run = path / MODEL, load_recipe(saved) if saved.is_file() else None, path
+    elif path.suffix == ".keras" and path.is_file():
+        file, recipe, run = path, None, None
+    elif not path.exists():
+        raise ZooError(f"{str(source)!r} does not exist: give a zoo run directory or a .keras file")
+    else:
+        raise ZooError(f"{what}: {str(source)!r} is neither a zoo run directory nor a .keras file")
+    try:
+        model = keras.saving.load_model(file, compile=compile)
+    except Exception as e:  # Keras raises many types for a file that is not a model
+        raise ZooError(f"could not load a Keras model from {file}: {e}".splitlines()[0]) from e
+    return model, recipe, run

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import keras
 
-from zoo import backbones, evaluation, heads, registry, rundir, runtime
+from zoo import backbones, evaluation, rundir, runtime, tasks
 from zoo import data as data_lib
 from zoo.errors import ZooError
 from zoo.recipes import Recipe, dumps, load_recipe
-from zoo.recipes.schema import OPTIMIZERS, HeadConfig, PhaseConfig
+from zoo.recipes.schema import OPTIMIZERS, PhaseConfig
 from zoo.schedules import learning_rate
 
 
@@ -39,81 +39,38 @@ def _dtype_policy(name: str):
 
 
 def build_model(recipe: Recipe, classes: int, precision: str = "float32") -> keras.Model:
-    """The recipe's model with its input preprocessing: it takes [0, 255] pixels."""
+    """The recipe's model (the task's net) with its input preprocessing: it takes [0, 255]
+    pixels. Under mixed precision the net gives logits and a float32 softmax ends the model:
+    float16 probabilities lose the small ones."""
     height, width = recipe.data.image_size
     shape = (height, width, recipe.data.channels)
     mixed = precision.startswith("mixed")
-    args = dict(recipe.model.args)
-    activation = args.pop("classifier_activation", "softmax")
+    activation = recipe.model.args.get("classifier_activation", "softmax")
+    recipe = recipe.model_copy(
+        update={
+            "model": recipe.model.model_copy(
+                update={
+                    "args": {
+                        k: v for k, v in recipe.model.args.items() if k != "classifier_activation"
+                    }
+                }
+            )
+        }
+    )
     preprocessing = data_lib.preprocessing(recipe.data)
+    task = tasks.get(recipe.task)
     with _dtype_policy(precision):
-        net = _net(recipe, shape, classes, None if mixed else activation, args, preprocessing)
+        net = task.net(recipe, shape, classes, None if mixed else activation, preprocessing)
     inputs = keras.Input(shape=shape, name="image")
     x = inputs
     for layer in preprocessing:
         x = layer(x)
     outputs = net(x)
     if mixed:
-        # Softmax and loss in float32: float16 probabilities lose the small ones.
         outputs = keras.layers.Activation(activation, dtype="float32", name="probabilities")(
             outputs
         )
     return keras.Model(inputs, outputs, name=recipe.name)
-
-
-def _net(recipe: Recipe, shape, classes: int, activation, args: dict, preprocessing):
-    """The registered model, or the classification head over the backbone."""
-    cfg = recipe.model
-    if cfg.backbone is None:
-        if args.setdefault("classes", classes) != classes:
-            raise ZooError(
-                f"recipe {recipe.name}: model.args.classes is {args['classes']} but the "
-                f"data has {classes} classes; remove model.args.classes"
-            )
-        return registry.get(cfg.name, input_shape=shape, classifier_activation=activation, **args)
-    weights = cfg.backbone_weights
-    if weights not in ("none", "imagenet") and backbones.is_saved_model(weights):
-        weights = backbones.load_source(weights)
-        _check_preprocessing(recipe, weights, preprocessing)
-    features = backbones.backbone(cfg.backbone, input_shape=shape, weights=weights, **args)
-    head = cfg.head or HeadConfig()
-    return heads.classification(
-        features,
-        classes,
-        pooling=head.pooling,
-        hidden=tuple(head.hidden),
-        dropout=head.dropout,
-        activation=activation,
-        name=cfg.backbone,
-    )
-
-
-def _describe(layers) -> list[tuple]:
-    """(name, scale, offset) of Rescaling layers, comparable across models."""
-    import numpy as np
-
-    def values(v):
-        return tuple(np.round(np.ravel(np.asarray(v, dtype="float64")), 6).tolist())
-
-    return [(layer.name, values(layer.scale), values(layer.offset)) for layer in layers]
-
-
-def _check_preprocessing(recipe: Recipe, source: keras.Model, preprocessing: list) -> None:
-    """Backbone weights from a zoo run must see inputs preprocessed as in that run."""
-    theirs = [
-        layer
-        for layer in source.layers
-        if isinstance(layer, keras.layers.Rescaling) and layer.name in ("rescale", "standardize")
-    ]
-    if _describe(theirs) != _describe(preprocessing):
-        names = [layer.name for layer in theirs] or ["none"]
-        raise ZooError(
-            f"recipe {recipe.name}: model.backbone_weights {recipe.model.backbone_weights} was "
-            f"trained on inputs preprocessed by {', '.join(names)} "
-            f"{_describe(theirs)[0][1:] if theirs else ''}, this recipe's data.normalization "
-            f"{recipe.data.normalization!r} differs: set data.normalization, data.mean and "
-            "data.std as in the recipe.toml of that run"
-        )
 
 
 def compile_model(
@@ -140,27 +97,14 @@ def compile_model(
     optimizer = optimizer_cls(
         learning_rate=learning_rate(cfg, steps_per_epoch, epochs), **cfg.optimizer.args
     )
-    one_hot = recipe.one_hot_labels
-    if one_hot:
-        loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
-    else:
-        loss = keras.losses.SparseCategoricalCrossentropy()
-    metrics = []
-    for name in cfg.metrics:
-        if name == "accuracy":
-            metrics.append(
-                keras.metrics.CategoricalAccuracy(name="accuracy")
-                if one_hot
-                else keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-            )
-        else:
-            top5 = (
-                keras.metrics.TopKCategoricalAccuracy
-                if one_hot
-                else keras.metrics.SparseTopKCategoricalAccuracy
-            )
-            metrics.append(top5(k=5, name="top5_accuracy"))
-    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
+    task = tasks.get(recipe.task)
+    classes = model.output.shape[-1]
+    model.compile(
+        optimizer=optimizer,
+        loss=task.loss(recipe, classes),
+        metrics=task.metrics(recipe, classes),
+        jit_compile=jit_compile,
+    )
 
 
 class _State(keras.callbacks.Callback):
@@ -192,12 +136,12 @@ def _best_so_far(history: Path, monitor: str) -> tuple[str, float | None]:
 
 def _callbacks(run: Path, recipe: Recipe, state: _State, phase: int) -> list:
     fit = recipe.fit
-    mode, best = _best_so_far(run / rundir.HISTORY, fit.monitor)
+    mode, best = _best_so_far(run / rundir.HISTORY, recipe.monitor)
     out = [
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.ModelCheckpoint(
             str(run / rundir.BEST),
-            monitor=fit.monitor,
+            monitor=recipe.monitor,
             mode=mode,
             save_best_only=True,
             initial_value_threshold=best,
@@ -342,6 +286,7 @@ def train(
             epochs=end,
             callbacks=[*_callbacks(run, recipe, state, k), *callbacks],
             verbose=recipe.fit.verbose,
+            shuffle=False,  # tf.data shuffles (seeded); Keras would only warn that it cannot
         )
         losses = history.history.get("loss", [])
         if any(math.isnan(v) or math.isinf(v) for v in losses):
@@ -363,7 +308,7 @@ def train(
             (run / rundir.phase_end(k - 1)).unlink(missing_ok=True)
     with rundir.atomic_path(run / rundir.MODEL) as tmp:
         model.save(tmp)
-    finish_run(run, model, data)
+    finish_run(run, model, data, recipe)
     for k in range(len(phases)):
         (run / rundir.phase_end(k)).unlink(missing_ok=True)
     return run
@@ -385,9 +330,12 @@ def _set_trainable(recipe: Recipe, net: keras.Model, phase: PhaseConfig) -> int:
     return int(sum(math.prod(w.shape) for w in net.trainable_weights))
 
 
-def finish_run(run: Path, model, data) -> dict:
-    """Evaluates on the eval split and writes metrics.json and curves.png."""
-    metrics = evaluation.evaluate(model, data)
+def finish_run(run: Path, model, data, recipe: Recipe) -> dict:
+    """Evaluates on the eval split (the task's metrics and plots), writes metrics.json and
+    curves.png."""
+    metrics = tasks.get(recipe.task).evaluate(model, data, run)
+    metrics["eval_examples"] = data.eval_count
+    metrics["eval_split"] = data.eval_name
     state = rundir.read_json(run / rundir.STATE)
     metrics["train_seconds"] = round(float(state.get("train_seconds", 0.0)), 2)
     metrics["epochs"] = int(state.get("epochs_done", 0))
@@ -407,11 +355,9 @@ def evaluate_run(run) -> dict:
     ```
     """
     run = Path(run)
-    for name in (rundir.RECIPE, rundir.MODEL):
-        if not (run / name).is_file():
-            raise ZooError(f"{run} is not a finished zoo run: it has no {name}")
-    recipe = load_recipe(run / rundir.RECIPE)
+    if not run.is_dir() or not (run / rundir.RECIPE).is_file():
+        raise ZooError(f"{run} is not a finished zoo run: it has no {rundir.RECIPE}")
+    model, recipe, _ = rundir.load(run, what="eval")
     runtime.seed_everything(recipe.runtime.seed)
     data = data_lib.build(recipe, training=False)
-    model = keras.saving.load_model(run / rundir.MODEL)
-    return finish_run(run, model, data)
+    return finish_run(run, model, data, recipe)

@@ -1,7 +1,13 @@
-"""The `tfds` source: any TFDS image-classification dataset, prepared locally or downloaded."""
+"""The `tfds` source: a TFDS image dataset, prepared locally or downloaded: its (image, label)
+pairs for classification, its (image, segmentation_mask) pairs for segmentation (the
+oxford_iiit_pet trimaps, say, mapped to class ids by `data.mask_values`)."""
 
 from __future__ import annotations
 
+import numpy as np
+import tensorflow as tf
+
+from zoo.data.common import Examples, Source, class_indices
 from zoo.errors import ZooError
 from zoo.network import online as _can_download
 
@@ -15,7 +21,11 @@ def _offline_error(name: str, data_dir: str) -> ZooError:
     )
 
 
-def builder(name: str, data_dir: str | None):
+# The TFDS feature holding each target.
+FEATURES = {"labels": "label", "segmentation_masks": "segmentation_mask"}
+
+
+def builder(name: str, data_dir: str | None, target: str = "labels"):
     import tensorflow_datasets as tfds
 
     try:
@@ -29,11 +39,11 @@ def builder(name: str, data_dir: str | None):
             b.download_and_prepare()
         except Exception as e:
             raise ZooError(f"downloading TFDS dataset {name!r} failed: {e}") from e
-    for key in ("image", "label"):
+    for key in ("image", FEATURES[target]):
         if key not in b.info.features:
             raise ZooError(
-                f"TFDS dataset {name!r} has no {key!r} feature; zoo's tfds source "
-                "reads image classification datasets (image, label)"
+                f"TFDS dataset {name!r} has no {key!r} feature; for {target} zoo's tfds "
+                f"source reads datasets with image and {FEATURES[target]}"
             )
     return b
 
@@ -45,3 +55,92 @@ def split_names(b, train_split: str, eval_split: str | None, validation_split: f
         return train_split, eval_split, eval_split
     keep = round(100 * (1 - validation_split))
     return f"{train_split}[:{keep}%]", f"{train_split}[{keep}%:]", f"last {100 - keep}% of train"
+
+
+def load(cfg, target: str, seed: int) -> Source:
+    b = builder(cfg.name, cfg.data_dir, target)
+    if target == "labels":
+        names = list(b.info.features["label"].names)
+    else:
+        from zoo.data import segmentation_folder as masks
+
+        names = masks.class_names(cfg)
+    train_split, eval_split, eval_name = split_names(
+        b, cfg.train_split, cfg.eval_split, cfg.validation_split
+    )
+    out = []
+    for split in (train_split, eval_split):
+        try:
+            ds = b.as_dataset(
+                split=split, shuffle_files=split == train_split, read_config=_read_config(seed)
+            )
+            count = b.info.splits[split].num_examples if b.info.splits else _count(ds)
+        except (KeyError, ValueError) as e:
+            raise ZooError(
+                f"TFDS dataset {cfg.name!r} has no split {split!r}; it has "
+                f"{', '.join(b.info.splits)}"
+            ) from e
+        if target == "labels":
+            ds = ds.map(lambda ex: {"images": ex["image"], "labels": ex["label"]})
+            ds, count = _subset(ds, count, names, cfg, seed)
+        else:
+            ds = ds.map(_mask_mapper(cfg))
+        out.append(Examples(ds, count))
+    return Source(out[0], out[1], list(cfg.classes or names), eval_name)
+
+
+def _mask_mapper(cfg):
+    """Grey mask values to class ids through `data.mask_values`; an unmapped value stops the
+    pipeline with an error naming it."""
+    from zoo.data import segmentation_folder as masks
+
+    values = masks.mask_values(cfg)
+    if masks.is_colour(values):
+        raise ZooError("data.mask_values: TFDS masks are grey values; give keys 0-255")
+    table = np.full(256, -1, np.int32)
+    for key, class_id in values.items():
+        table[int(key)] = class_id
+    table = tf.constant(table)
+
+    def fn(ex):
+        ids = tf.gather(table, tf.cast(ex["segmentation_mask"], tf.int32))
+        check = tf.debugging.assert_non_negative(
+            ids, message=f"a mask value is not in data.mask_values ({', '.join(values)})"
+        )
+        with tf.control_dependencies([check]):
+            ids = tf.identity(ids)
+        return {"images": ex["image"], "segmentation_masks": tf.cast(ids, tf.uint8)}
+
+    return fn
+
+
+def _count(ds) -> int:
+    n = int(ds.cardinality())
+    return n if n >= 0 else int(ds.reduce(0, lambda a, _: a + 1))
+
+
+def _read_config(seed):
+    import tensorflow_datasets as tfds
+
+    return tfds.ReadConfig(shuffle_seed=seed)
+
+
+def _subset(ds, count, names, cfg, seed):
+    """`data.classes` and `data.max_per_class` on a streamed TFDS split."""
+    if cfg.classes is None and cfg.max_per_class is None:
+        return ds, count
+    old = class_indices(cfg.classes or names, names)
+    relabel = np.full(len(names), -1, dtype=np.int64)
+    relabel[old] = np.arange(len(old))
+    relabel = tf.constant(relabel)
+    ds = ds.map(lambda ex: {**ex, "labels": tf.gather(relabel, ex["labels"])}).filter(
+        lambda ex: ex["labels"] >= 0
+    )
+    if cfg.max_per_class is not None:
+        parts = [
+            ds.filter(lambda ex, c=c: tf.equal(ex["labels"], c)).take(cfg.max_per_class)
+            for c in range(len(old))
+        ]
+        # Interleaved at random, so that a shuffle buffer smaller than the split still mixes.
+        ds = tf.data.Dataset.sample_from_datasets(parts, seed=seed, stop_on_empty_dataset=False)
+    return ds, _count(ds)

@@ -47,9 +47,6 @@ AUGMENT_LAYERS = (
     "RandomZoom",
     "Solarization",
 )
-# These mix pairs of examples and so need one-hot labels.
-MIXING_LAYERS = ("CutMix", "MixUp")
-
 OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop"}
 
 
@@ -78,21 +75,14 @@ def _unknown(name: str, choices, what: str, hint: str) -> ValueError:
     return ValueError(str(suggest(name, choices, what=what, hint=hint)))
 
 
-class HeadConfig(_Strict):
-    """The classification head over `model.backbone` (see zoo.heads.classification)."""
-
-    pooling: Literal["avg", "max"] = "avg"
-    hidden: list[PositiveInt] = []
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
-
-
 class ModelConfig(_Strict):
-    """A registered model by `name`, or a classification head over `backbone`."""
+    """A registered model by `name`, or the task's head over `backbone` (its keys are the
+    task's: see the `Head` table of each zoo.tasks module)."""
 
     name: str | None = None
     backbone: str | None = None
     backbone_weights: str = "none"
-    head: HeadConfig | None = None
+    head: dict[str, Any] | None = None
     args: dict[str, Any] = {}
 
     @field_validator("name")
@@ -118,7 +108,7 @@ class ModelConfig(_Strict):
         if (self.name is None) == (self.backbone is None):
             raise ValueError(
                 "give one of model.name (a registered model) or model.backbone (a backbone "
-                "under a classification head); to replace the model of a recipe, set the "
+                "under the task's head); to replace the model of a recipe, set the "
                 "whole table: --set 'model={backbone=\"mobilenet_v2\"}'"
             )
         if self.name is not None and (self.head is not None or self.backbone_weights != "none"):
@@ -134,8 +124,18 @@ class ModelConfig(_Strict):
         return self.name or self.backbone
 
 
+# What each source yields beside the images, as the Keras preprocessing layers' dict keys.
+SOURCE_TARGETS = {
+    "digits": ("labels",),
+    "idx": ("labels",),
+    "image_folder": ("labels",),
+    "segmentation_folder": ("segmentation_masks",),
+    "tfds": ("labels", "segmentation_masks"),
+}
+
+
 class DataConfig(_Strict):
-    source: Literal["tfds", "idx", "image_folder", "digits"]
+    source: Literal["tfds", "idx", "image_folder", "segmentation_folder", "digits"]
     name: str | None = None
     path: str | None = None
     data_dir: str | None = None
@@ -153,12 +153,42 @@ class DataConfig(_Strict):
     shuffle_buffer: PositiveInt = 10_000
     classes: list[str] | None = None
     max_per_class: PositiveInt | None = None
+    # segmentation_folder: the sub-folders pairing images and masks by file stem, and the mask
+    # values of each class id ("0" = 0, "255" = 1 for binary masks; "R,G,B" keys for colour
+    # masks). Default: binary 0/255 (or 0/1) masks.
+    images_dir: Annotated[str, Field(min_length=1)] = "images"
+    masks_dir: Annotated[str, Field(min_length=1)] = "masks"
+    mask_values: dict[str, Annotated[int, Field(ge=0, le=255)]] | None = None
+
+    @field_validator("mask_values")
+    @classmethod
+    def _mask_keys(cls, values):
+        if values is None:
+            return values
+        if not values:
+            raise ValueError("data.mask_values is empty; map each mask value to a class id")
+        for key in values:
+            parts = key.split(",")
+            if len(parts) not in (1, 3) or not all(
+                p.strip().isdigit() and int(p) <= 255 for p in parts
+            ):
+                raise ValueError(
+                    f"data.mask_values key {key!r} is neither a grey value 0-255 nor an "
+                    "'R,G,B' colour (e.g. {0 = 0, 255 = 1} or {\"128,0,0\" = 1})"
+                )
+        ids = sorted(set(values.values()))
+        if ids != list(range(len(ids))):
+            raise ValueError(
+                f"data.mask_values must map onto the class ids 0..N-1 with none left out, "
+                f"received ids {ids}"
+            )
+        return values
 
     @model_validator(mode="after")
     def _source_fields(self):
         if self.source == "tfds" and not self.name:
             raise ValueError("source 'tfds' needs data.name, the TFDS dataset name")
-        if self.source in ("idx", "image_folder") and not self.path:
+        if self.source in ("idx", "image_folder", "segmentation_folder") and not self.path:
             raise ValueError(f"source {self.source!r} needs data.path, the dataset folder")
         if self.normalization == "standardize":
             for key in ("mean", "std"):
@@ -271,11 +301,11 @@ Schedule = Annotated[
 class CompileConfig(_Strict):
     optimizer: OptimizerConfig
     schedule: Schedule = ConstantSchedule(name="constant")
-    loss: Literal["sparse_categorical_crossentropy", "categorical_crossentropy"] = (
-        "sparse_categorical_crossentropy"
-    )
+    # The task's loss and metrics (see each zoo.tasks module); default: the task's.
+    loss: str | None = None
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    metrics: list[Literal["accuracy", "top5_accuracy"]] = ["accuracy"]
+    metrics: list[str] | None = None
+    class_weights: list[Annotated[float, Field(ge=0)]] | None = None
 
 
 class EarlyStopping(_Strict):
@@ -287,7 +317,7 @@ class EarlyStopping(_Strict):
 
 class FitConfig(_Strict):
     epochs: PositiveInt | None = None  # the sum of [[phases]] epochs when there are phases
-    monitor: str = "val_accuracy"
+    monitor: str | None = None  # default: the task's (val_accuracy, val_mean_iou, ...)
     early_stopping: EarlyStopping | None = None
     verbose: Literal[0, 1, 2, "auto"] = "auto"
 
@@ -320,7 +350,7 @@ class Recipe(_Strict):
 
     name: str
     description: Annotated[str, Field(min_length=1)]
-    task: Literal["classification"]
+    task: str
     model: ModelConfig
     data: DataConfig
     augment: list[AugmentLayer] = []
@@ -328,6 +358,30 @@ class Recipe(_Strict):
     fit: FitConfig
     phases: list[PhaseConfig] = []
     runtime: RuntimeConfig = RuntimeConfig()
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, name):
+        from zoo import tasks
+
+        if name not in tasks.names():
+            raise _unknown(name, tasks.names(), "task", "one module of zoo.tasks each")
+        return name
+
+    @model_validator(mode="after")
+    def _task_rules(self):
+        from zoo import tasks
+
+        task = tasks.get(self.task)
+        if task.TARGET not in SOURCE_TARGETS[self.data.source]:
+            sources = [s for s, targets in SOURCE_TARGETS.items() if task.TARGET in targets]
+            raise ValueError(
+                f"data.source {self.data.source!r} gives {SOURCE_TARGETS[self.data.source][0]}, "
+                f"task {self.task!r} trains on {task.TARGET}: use data.source "
+                f"{' or '.join(map(repr, sources))}"
+            )
+        task.check(self)
+        return self
 
     @model_validator(mode="after")
     def _epochs(self):
@@ -364,13 +418,11 @@ class Recipe(_Strict):
         return sum(p.epochs for p in self.phases) if self.phases else self.fit.epochs
 
     @property
-    def one_hot_labels(self) -> bool:
-        """Label smoothing and mixing augmentations need one-hot labels."""
-        return (
-            self.compile.loss == "categorical_crossentropy"
-            or self.compile.label_smoothing > 0
-            or any(a.layer in MIXING_LAYERS for a in self.augment)
-        )
+    def monitor(self) -> str:
+        """fit.monitor, or the task's default."""
+        from zoo import tasks
+
+        return self.fit.monitor or tasks.get(self.task).MONITOR
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json", exclude_none=True)

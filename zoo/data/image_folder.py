@@ -1,16 +1,23 @@
-"""The `image_folder` source: one sub-folder of images per class."""
+"""The `image_folder` source: one sub-folder of images per class, `train/` and `test/` splits."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
+from zoo.data.common import (
+    AUTOTUNE,
+    IMAGE_FORMATS,
+    Examples,
+    Source,
+    image_decoder,
+    select,
+    stratified_split,
+    validation_name,
+)
 from zoo.errors import ZooError
-
-TF_FORMATS = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
-PIL_FORMATS = {".pgm", ".ppm", ".pbm", ".pnm", ".tif", ".tiff", ".webp"}
-IMAGE_FORMATS = TF_FORMATS | PIL_FORMATS
 
 
 def class_folders(root: Path) -> list[str]:
@@ -71,9 +78,42 @@ def folder_layout(
     return train, test, list(classes)
 
 
-def decode_with_pil(path: bytes, channels: int) -> np.ndarray:
-    from PIL import Image
+def _examples(files, labels, channels) -> Examples:
+    decode = image_decoder(files, channels)
+    ds = tf.data.Dataset.from_tensor_slices((files, labels)).map(
+        lambda path, label: {"images": decode(path), "labels": label},
+        num_parallel_calls=AUTOTUNE,
+    )
+    return Examples(ds, len(files))
 
-    with Image.open(path.decode()) as im:
-        arr = np.asarray(im.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
-    return arr[..., None] if channels == 1 else arr
+
+def _files(root, names, max_per_class, seed):
+    files, labels = list_images(root, names)
+    index, labels = select(np.arange(len(labels)), labels, names, None, max_per_class, seed)[:2]
+    if not len(index):
+        raise ZooError(
+            f"{root} holds no image files of the classes {', '.join(names)} "
+            f"({', '.join(sorted(IMAGE_FORMATS))})"
+        )
+    return [files[i] for i in index], labels
+
+
+def load(cfg, target: str, seed: int) -> Source:
+    train_root, eval_root, names = folder_layout(
+        cfg.path, cfg.classes, cfg.train_split, cfg.eval_split
+    )
+    files, labels = _files(train_root, names, cfg.max_per_class, seed)
+    if eval_root is not None:
+        eval_files, eval_labels = _files(eval_root, names, cfg.max_per_class, seed)
+        eval_name = cfg.eval_split
+    else:
+        train_idx, eval_idx = stratified_split(labels, cfg.validation_split, seed)
+        eval_files, eval_labels = [files[i] for i in eval_idx], labels[eval_idx]
+        files, labels = [files[i] for i in train_idx], labels[train_idx]
+        eval_name = validation_name(cfg.validation_split)
+    return Source(
+        _examples(files, labels, cfg.channels),
+        _examples(eval_files, eval_labels, cfg.channels),
+        names,
+        eval_name,
+    )

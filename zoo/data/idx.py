@@ -1,4 +1,4 @@
-"""Sources held in memory as NumPy arrays: scikit-learn's digits and MNIST-style IDX files."""
+"""The `idx` source: MNIST-style IDX files (MNIST, Fashion-MNIST, KMNIST), held in memory."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.data.common import Source, labelled_arrays
 from zoo.errors import ZooError
 
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -52,6 +53,7 @@ def idx_split(folder: Path, prefix: str) -> tuple[np.ndarray, np.ndarray] | None
 
 
 def load_idx(path: str):
+    """The train split and the t10k split (or None) of the IDX files in folder `path`."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise ZooError(
@@ -66,10 +68,7 @@ def load_idx(path: str):
     return train, idx_split(folder, "t10k")
 
 
-def load_digits():
-    """scikit-learn's bundled 8x8 digits (1,797 images), as 0-255 pixels: no download needed."""
-    from sklearn.datasets import load_digits as sk_digits
-
-    d = sk_digits()
-    images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
-    return images, d.target.astype(np.int64)
+def load(cfg, target: str, seed: int) -> Source:
+    train, test = load_idx(cfg.path)
+    count = int(train[1].max()) + 1
+    return labelled_arrays(cfg, train, test, [str(d) for d in range(count)], seed)

@@ -1,0 +1,424 @@
+"""Segmentation: the segmentation_folder source, joint augmentation, decoders over backbones,
+losses and metrics against hand-computed values, training on the real membrane data, export
+parity and `zoo predict` masks."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+import zoo
+from tests.conftest import shared_data
+from zoo import rundir
+from zoo.data import build
+from zoo.errors import ZooError
+from zoo.recipes import load_recipe
+from zoo.tasks import segmentation
+
+QUIET = ["fit.verbose=0"]
+
+
+def write_pairs(root, count, size=(32, 32), values=(0, 255), seed=0, image_format="png"):
+    """`count` image/mask pairs whose image is its mask made visible (value 40 + 200 * id)."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    for k in range(count):
+        ids = rng.integers(0, len(values), size)
+        mask = np.asarray(values, np.uint8)[ids]
+        image = (40 + 200 * (ids > 0)).astype(np.uint8)
+        Image.fromarray(image).save(root / "images" / f"{k:03d}.{image_format}")
+        Image.fromarray(mask).save(root / "masks" / f"{k:03d}.png")
+    return root
+
+
+def seg_recipe(path, *overrides):
+    return load_recipe(
+        "unet_membrane",
+        [
+            f"data.path='{path}'",
+            "data.images_dir='images'",
+            "data.masks_dir='masks'",
+            "data.image_size=[32, 32]",
+            "data.batch_size=4",
+            *overrides,
+        ],
+    )
+
+
+def test_pairs_split_and_binary_masks(tmp_path):
+    write_pairs(tmp_path / "train", 10)
+    write_pairs(tmp_path / "test", 3, seed=1)
+    data = build(seg_recipe(tmp_path, "data.mask_values={0=0, 255=1}"))
+    assert (data.train_count, data.eval_count, data.eval_name) == (10, 3, "test")
+    assert data.class_names == ["membrane", "cell"]
+    x, y = next(iter(data.eval))
+    assert x.shape == (3, 32, 32, 1) and y.shape == (3, 32, 32, 1)
+    assert set(np.unique(y.numpy())) <= {0, 1}
+    # The image shows its mask: 40 where the mask is 0, 240 where it is 255.
+    np.testing.assert_array_equal(x.numpy() > 140, y.numpy() == 1)
+
+
+def test_masks_resize_with_nearest_neighbours(tmp_path):
+    write_pairs(tmp_path / "train", 2, size=(16, 16), values=(0, 100, 200), image_format="pgm")
+    recipe = seg_recipe(
+        tmp_path,
+        "data.mask_values={0=0, 100=1, 200=2}",
+        "data.classes=['a', 'b', 'c']",
+        "data.validation_split=0.5",
+        "data.shuffle=false",
+    )
+    data = build(recipe)
+    _, y = next(iter(data.eval))
+    original = np.asarray(Image.open(sorted((tmp_path / "train" / "masks").iterdir())[1]))
+    # 16 -> 32: each mask pixel becomes a 2x2 block of its class id, none interpolated.
+    expected = np.repeat(np.repeat(original // 100, 2, 0), 2, 1)
+    np.testing.assert_array_equal(y.numpy()[0, ..., 0], expected)
+
+
+def test_validation_split_by_file_and_default_binary(tmp_path):
+    write_pairs(tmp_path, 10)  # images/ + masks/ at the top, no train/test
+    recipe = seg_recipe(tmp_path, "data.validation_split=0.3", "data.classes=['bg', 'fg']")
+    recipe = recipe.model_copy(
+        update={"data": recipe.data.model_copy(update={"mask_values": None})}
+    )
+    data = build(recipe)
+    assert (data.train_count, data.eval_count) == (7, 3)
+    assert data.eval_name == "validation_split 0.3 of train"
+    assert data.class_names == ["bg", "fg"]
+
+
+def test_mask_values_map_any_encoding_and_unknown_values_name_the_file(tmp_path):
+    write_pairs(tmp_path / "train", 4, values=(10, 20, 30))
+    recipe = seg_recipe(
+        tmp_path,
+        "data.mask_values={10=2, 20=0, 30=1}",
+        "data.classes=['a', 'b', 'c']",
+        "data.validation_split=0.5",
+    )
+    x, y = next(iter(build(recipe).train))
+    assert set(np.unique(y.numpy())) == {0, 1, 2}
+    np.testing.assert_array_equal(x.numpy() > 140, y.numpy() != 2)  # 10 -> class 2 (dark)
+    with pytest.raises(ZooError, match=r"mask .*000\.png has the value 30, which data.mask_values"):
+        build(seg_recipe(tmp_path, "data.mask_values={10=0, 20=1}", "data.classes=['a', 'b']"))
+
+
+def test_palette_masks_in_colour(tmp_path):
+    root = tmp_path / "train"
+    write_pairs(root, 4)
+    for path in (root / "masks").iterdir():  # 0 -> black, 255 -> red
+        grey = np.asarray(Image.open(path))
+        Image.fromarray(np.stack([grey, 0 * grey, 0 * grey], -1)).save(path)
+    recipe = seg_recipe(
+        tmp_path, "data.mask_values={'0,0,0'=0, '255,0,0'=1}", "data.validation_split=0.5"
+    )
+    x, y = next(iter(build(recipe).train))
+    np.testing.assert_array_equal(x.numpy() > 140, y.numpy() == 1)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda r: (r / "train" / "masks" / "001.png").unlink(),
+            "have no partner of the same stem",
+        ),
+        (
+            lambda r: Image.fromarray(np.zeros((8, 8), np.uint8)).save(r / "train/masks/001.png"),
+            "is 8x8 but its image",
+        ),
+        (lambda r: None, None),
+    ],
+)
+def test_folder_errors(tmp_path, change, message):
+    write_pairs(tmp_path / "train", 4)
+    change(tmp_path)
+    recipe = seg_recipe(tmp_path, "data.validation_split=0.5")
+    if message is None:
+        with pytest.raises(ZooError, match="has neither train/image/ with train/label/"):
+            build(seg_recipe(tmp_path, "data.images_dir='image'", "data.masks_dir='label'"))
+        return
+    with pytest.raises(ZooError, match=message):
+        build(recipe)
+
+
+def test_joint_augmentation_keeps_masks_on_their_images(tmp_path):
+    write_pairs(tmp_path / "train", 8, size=(32, 32))
+    augment = (
+        "augment=[{layer='RandomFlip', mode='horizontal_and_vertical'}, "
+        "{layer='RandomRotation', factor=0.25, fill_mode='reflect', interpolation='nearest'}, "
+        "{layer='RandomTranslation', height_factor=0.2, width_factor=0.2, "
+        "interpolation='nearest'}, {layer='RandomBrightness', factor=0.1}]"
+    )
+    recipe = seg_recipe(tmp_path, augment, "data.validation_split=0.25", "data.batch_size=6")
+    plain = build(seg_recipe(tmp_path, "data.validation_split=0.25", "data.batch_size=6"))
+    x, y = next(iter(build(recipe).train))
+    x0, _ = next(iter(plain.train))
+    assert not np.array_equal(x.numpy() > 140, x0.numpy() > 140)  # they moved
+    # Brightness changes pixel values a little; images and masks moved together.
+    np.testing.assert_array_equal(x.numpy() > 140, y.numpy() == 1)
+    assert y.dtype == "int32"
+
+
+@pytest.mark.parametrize("layer", sorted(segmentation.REFUSED))
+def test_layers_that_cannot_move_masks_are_refused(tmp_path, layer):
+    with pytest.raises(ZooError, match=f"augment: {layer} cannot be used for segmentation"):
+        seg_recipe(tmp_path, f"augment=[{{layer='{layer}'}}]")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("compile.loss='tversky'", "is not a segmentation loss"),
+        ("compile.metrics=['accuracy']", "'accuracy' is not a segmentation metric"),
+        ("data.mask_values={0=0, 255=2}", "onto the class ids 0..N-1"),
+        ("data.mask_values={'0,0'=0}", "neither a grey value"),
+        ("data.source='image_folder'", "gives labels, task 'segmentation' trains on"),
+        ("compile.class_weights=[1.0]", "give one weight per class"),
+        ("model={backbone='resnet18', head={decoder='segformer'}}", "model.head.decoder"),
+    ],
+)
+def test_recipe_errors(override, message):
+    with pytest.raises(ZooError, match=message):
+        load_recipe("unet_membrane", [override])
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoders and models
+
+
+DECODERS = [
+    ("unet", "resnet18"),
+    ("fpn", "resnet18"),
+    ("deeplabv3plus", "mobilenet_v2"),
+    ("unet", "mobilenet_v2"),
+    ("unet", "resnet20"),  # a CIFAR net: taps P1 and P2 only
+]
+
+
+@pytest.mark.parametrize("decoder, name", DECODERS)
+def test_decoder_builds_trains_a_step_and_round_trips(decoder, name, tmp_path):
+    import tensorflow as tf
+
+    shape = (64, 64, 3)
+    model = getattr(zoo.heads, decoder)(zoo.backbone(name, input_shape=shape), 3)
+    x = np.random.default_rng(0).uniform(0, 255, (2, *shape)).astype("float32")
+    y = np.random.default_rng(1).integers(0, 3, (2, 64, 64, 1))
+    out = keras.ops.convert_to_numpy(model(x))
+    assert out.shape == (2, 64, 64, 3)
+    np.testing.assert_allclose(out.sum(-1), 1.0, rtol=1e-5)
+    backbone_layers = {layer.name for layer in zoo.backbone(name, input_shape=shape).layers}
+    assert all(
+        layer.name.startswith("head_") or layer.name == "predictions"
+        for layer in model.layers
+        if layer.name not in backbone_layers
+    )
+    loss_fn = zoo.losses.SegmentationLoss(3, terms=("ce", "dice"))
+    with tf.GradientTape() as tape:
+        loss = loss_fn(y, model(x, training=True))
+    grads = tape.gradient(loss, model.trainable_weights)
+    head = [g for g, w in zip(grads, model.trainable_weights) if w.path.startswith("head_")]
+    assert head and all(g is not None for g in head)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(keras.saving.load_model(path)(x)),
+        keras.ops.convert_to_numpy(model(x)),  # BatchNorm statistics moved in the step
+        atol=1e-5,
+    )
+
+
+def test_input_sizes_the_backbone_cannot_divide_are_refused():
+    with pytest.raises(ZooError, match="must be a multiple of 32 .* use e.g. 96x96"):
+        zoo.heads.unet(zoo.backbone("resnet18", input_shape=(100, 100, 3)), 2)
+    with pytest.raises(ZooError, match="multiples of 16"):
+        zoo.get("unet", input_shape=(100, 100, 1))
+
+
+def test_decoder_is_the_head_of_fine_tuning_phases():
+    from zoo.training import _set_trainable, build_model
+
+    recipe = load_recipe(
+        "unet_membrane",
+        [
+            "model={backbone='mobilenet_v2', head={decoder='deeplabv3plus'}}",
+            "data.channels=3",
+            "data.normalization='none'",
+            "phases=[{epochs=1, trainable='head'}, {epochs=1, trainable='P4'}]",
+            "fit.epochs=2",
+        ],
+    )
+    model = build_model(recipe, classes=2)
+    net = model.get_layer("mobilenet_v2")
+    _set_trainable(recipe, net, recipe.phases[0])
+    trainable = {w.path.split("/")[0] for w in net.trainable_weights}
+    assert trainable and all(n.startswith("head_") or n == "predictions" for n in trainable)
+    assert "head_low_level_conv" in trainable  # a projection of P2, before deeper stages
+    _set_trainable(recipe, net, recipe.phases[1])
+    trainable = {w.path.split("/")[0] for w in net.trainable_weights}
+    # P4 is computed by the blocks after P3 (block_6_expand_relu), the decoder by its own.
+    assert "block_12_expand" in trainable and "block_5_expand" not in trainable
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses and metrics against values computed by hand
+
+
+def test_scores_from_a_confusion_matrix():
+    truth = np.array([[0, 0, 1], [1, 2, 2]])
+    predicted = np.array([[0, 1, 1], [1, 2, 0]])
+    cm = segmentation.confusion(truth, predicted, 3)
+    np.testing.assert_array_equal(cm, [[1, 1, 0], [0, 2, 0], [1, 0, 1]])
+    s = segmentation.scores(cm)
+    # IoU: class 0: 1 / (2 + 2 - 1) = 1/3, class 1: 2 / (3 + 2 - 2) = 2/3, class 2: 1/2.
+    np.testing.assert_allclose(s["iou"], [1 / 3, 2 / 3, 1 / 2])
+    assert s["mean_iou"] == pytest.approx((1 / 3 + 2 / 3 + 1 / 2) / 3)
+    # Dice of the foreground classes, 2 TP / (true + predicted): 2*2/(2+3) and 2*1/(2+1).
+    assert s["dice"] == pytest.approx((0.8 + 2 / 3) / 2)
+    assert s["pixel_accuracy"] == pytest.approx(4 / 6)
+
+
+def test_keras_metrics_agree_with_the_hand_computed_scores():
+    recipe = load_recipe("unet_membrane")
+    truth = np.array([[0, 0, 1], [1, 2, 2]])[None, ..., None]
+    predicted = np.array([[0, 1, 1], [1, 2, 0]])[None]
+    probabilities = keras.ops.convert_to_numpy(keras.ops.one_hot(predicted, 3)) * 0.8 + 0.2 / 3
+    found = {}
+    for metric in segmentation.metrics(recipe, 3):
+        metric.update_state(truth, probabilities)
+        found[metric.name] = float(metric.result())
+    assert found["mean_iou"] == pytest.approx((1 / 3 + 2 / 3 + 1 / 2) / 3, rel=1e-6)
+    assert found["dice"] == pytest.approx((0.8 + 2 / 3) / 2, rel=1e-6)
+    assert found["pixel_accuracy"] == pytest.approx(4 / 6, rel=1e-6)
+
+
+def test_segmentation_loss_terms():
+    truth = np.array([[[0, 1], [1, 1]]])[..., None]
+    p1 = np.array([[[0.9, 0.6], [0.2, 0.3]]])
+    probabilities = np.stack([1 - p1, p1], -1).astype("float32")
+    true_p = np.where(truth[..., 0] == 1, p1, 1 - p1)
+    ce = -np.log(true_p).mean()
+    one_hot = np.stack([truth[..., 0] == 0, truth[..., 0] == 1], -1)
+    inter = (one_hot * probabilities).sum((1, 2))
+    dice = (1 - 2 * inter / (one_hot.sum((1, 2)) + probabilities.sum((1, 2)))).mean()
+    loss = zoo.losses.SegmentationLoss
+    assert float(loss(2)(truth, probabilities)) == pytest.approx(ce, rel=1e-5)
+    assert float(loss(2, terms=("dice",))(truth, probabilities)) == pytest.approx(dice, rel=1e-4)
+    both = float(loss(2, terms=("ce", "dice"))(truth, probabilities))
+    assert both == pytest.approx(ce + dice, rel=1e-4)
+    weighted = float(loss(2, class_weights=[0.0, 2.0])(truth, probabilities))
+    assert weighted == pytest.approx(2 * -np.log(true_p[truth[..., 0] == 1]).sum() / 4, rel=1e-5)
+    focal = float(loss(2, terms=("focal",))(truth, probabilities))
+    assert 0 < focal < ce
+
+
+# ---------------------------------------------------------------------------------------------
+# The real membrane data: a short run, its export and predict
+
+
+@pytest.fixture(scope="module")
+def membrane_run(tmp_path_factory):
+    """A small U-Net trained briefly on the ISBI membranes (24 pairs, 6 held out)."""
+    path = shared_data("membrane")
+    recipe = load_recipe(
+        "unet_membrane",
+        [
+            f"data.path='{path}'",
+            "data.image_size=[128, 128]",
+            "model.args={base_filters=8, batch_norm=true}",
+            "compile.optimizer={name='adam', learning_rate=0.003}",
+            "compile.schedule={name='cosine'}",
+            "fit.epochs=15",
+            "augment=[]",
+            *QUIET,
+        ],
+    )
+    out = tmp_path_factory.mktemp("membrane") / "run"
+    return zoo.train(recipe, output=out, log=lambda *a, **k: None)
+
+
+@pytest.mark.data
+def test_unet_on_membranes_beats_the_all_cell_baseline(membrane_run):
+    metrics = json.loads((membrane_run / rundir.METRICS).read_text())
+    # Predicting "cell" everywhere scores 0.78 pixel accuracy and 0.39 mean IoU.
+    assert metrics["pixel_accuracy"] > 0.83
+    assert metrics["mean_iou"] > 0.6
+    assert metrics["iou_membrane"] > 0.3 and metrics["eval_examples"] == 6
+    assert {"loss", "dice", "iou_cell"} <= set(metrics)
+    assert (membrane_run / segmentation.OVERLAYS).stat().st_size > 10_000
+    again = zoo.evaluate(membrane_run)
+    assert again["mean_iou"] == pytest.approx(metrics["mean_iou"], abs=1e-6)
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("fmt, quantize", [("tflite", "int8"), ("onnx", "none")])
+def test_membrane_export_parity(membrane_run, fmt, quantize):
+    report = zoo.export(membrane_run, format=fmt, quantize=quantize)
+    assert report["agreement"] == "pixel_agreement" and report["examples"] == 6
+    assert report["pixel_agreement"] >= (0.97 if quantize == "int8" else 0.999)
+    assert abs(report["export_mean_iou"] - report["keras_mean_iou"]) < 0.02
+    labels = (membrane_run / "export" / "labels.txt").read_text().split()
+    assert labels == ["membrane", "cell"]
+
+
+@pytest.mark.data
+def test_predict_writes_masks_at_the_image_size(membrane_run, tmp_path):
+    image = shared_data("membrane") / "test" / "image" / "0.png"
+    results = zoo.predict(membrane_run, [image], output=tmp_path / "out")
+    (result,) = results
+    mask = np.asarray(Image.open(result["mask"]))
+    assert mask.shape == (512, 512) and set(np.unique(mask)) <= {0, 255}
+    assert Image.open(result["overlay"]).size == (512, 512)
+    assert sum(result["fractions"].values()) == pytest.approx(1.0)
+    assert 0.05 < result["fractions"]["membrane"] < 0.5
+    # The exported model predicts the same mask.
+    zoo.export(membrane_run, format="tflite")
+    again = zoo.predict(membrane_run / "export" / "model.tflite", [image], output=tmp_path / "t")
+    assert np.mean(np.asarray(Image.open(again[0]["mask"])) == mask) > 0.99
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_deeplabv3plus_over_mobilenet_v2_trains_on_membranes_with_set_only(tmp_path):
+    path = shared_data("membrane")
+    recipe = load_recipe(
+        "unet_membrane",
+        [
+            f"data.path='{path}'",
+            "model={backbone='mobilenet_v2', head={decoder='deeplabv3plus'}}",
+            "data.channels=3",
+            "data.normalization='none'",
+            "data.image_size=[64, 64]",
+            "fit.epochs=1",
+            *QUIET,
+        ],
+    )
+    run = zoo.train(recipe, output=tmp_path / "run", log=lambda *a, **k: None)
+    metrics = json.loads((run / rundir.METRICS).read_text())
+    assert {"mean_iou", "iou_membrane", "iou_cell", "dice", "pixel_accuracy"} <= set(metrics)
+    model = keras.saving.load_model(run / rundir.MODEL)
+    assert model.output.shape[1:] == (64, 64, 2)
+    assert model.get_layer("mobilenet_v2").get_layer("head_aspp_1_conv").dilation_rate == (6, 6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["deeplabv3plus_mobilenet_v2_pets", "unet_resnet50_pets"])
+def test_pets_recipes_train_on_tfds_mock_data(mock_tfds, name, tmp_path):
+    recipe = load_recipe(
+        name,
+        [
+            "model.backbone_weights='none'",
+            "data.image_size=[64, 64]",
+            "data.batch_size=4",
+            "data.mask_values={0=0, 1=1, 2=0, 3=2}",  # mock values are 0..3
+            "phases=[{epochs=1, trainable='head'}, {epochs=1, trainable='all'}]",
+            *QUIET,
+        ],
+    )
+    with mock_tfds(num_examples=8, max_value=3):
+        run = zoo.train(recipe, output=tmp_path / "run", log=lambda *a, **k: None)
+    metrics = json.loads((run / rundir.METRICS).read_text())
+    assert metrics["eval_examples"] == 8 and metrics["epochs"] == 2
+    assert set(metrics["classes"]) == {"background", "pet", "border"}

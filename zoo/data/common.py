@@ -1,0 +1,119 @@
+"""What the sources share: a split as a dataset of example dicts, class subsets, seeded splits,
+decoding image files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from zoo.errors import ZooError
+
+AUTOTUNE = tf.data.AUTOTUNE
+TF_FORMATS = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
+PIL_FORMATS = {".pgm", ".ppm", ".pbm", ".pnm", ".tif", ".tiff", ".webp"}
+IMAGE_FORMATS = TF_FORMATS | PIL_FORMATS
+
+
+@dataclass(frozen=True)
+class Examples:
+    """One split before batching: a dataset of dicts ({"images": uint8 HxWxC, and the target:
+    "labels" int64 or "segmentation_masks" uint8 HxWx1}) and its size."""
+
+    dataset: tf.data.Dataset
+    count: int
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a source gives: both splits, the class names and how the eval split was made."""
+
+    train: Examples
+    eval: Examples
+    class_names: list[str]
+    eval_name: str
+
+
+def class_indices(classes, names) -> list[int]:
+    """Indices in `names` of the `data.classes` subset, or an error naming the unknown ones."""
+    missing = [c for c in classes if c not in names]
+    if missing:
+        raise ZooError(
+            f"data.classes names {', '.join(map(repr, missing))}, not in this "
+            f"dataset; available: {', '.join(names)}"
+        )
+    return [names.index(c) for c in classes]
+
+
+def select(x, y, names, classes, max_per_class, seed):
+    """Keeps `classes` (relabelled in that order) and at most `max_per_class` of each."""
+    if classes is not None:
+        old = class_indices(classes, names)
+        keep = np.isin(y, old)
+        relabel = np.zeros(len(names), dtype=np.int64)
+        relabel[old] = np.arange(len(old))
+        x, y = x[keep], relabel[y[keep]]
+        names = list(classes)
+    if max_per_class is not None:
+        rng = np.random.default_rng(seed)
+        keep = np.concatenate(
+            [rng.permutation(np.flatnonzero(y == c))[:max_per_class] for c in range(len(names))]
+        )
+        keep.sort()
+        x, y = x[keep], y[keep]
+    return x, y, names
+
+
+def stratified_split(y, fraction, seed):
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(y))
+    return train_test_split(index, test_size=fraction, stratify=y, random_state=seed)
+
+
+def validation_name(fraction: float) -> str:
+    return f"validation_split {fraction:g} of train"
+
+
+def labelled_arrays(cfg, train, test, names, seed) -> Source:
+    """A source of in-memory (images, labels) arrays: `test` as eval split, or a stratified
+    `validation_split` of train."""
+    x, y, kept = select(*train, names, cfg.classes, cfg.max_per_class, seed)
+    if test is not None and cfg.eval_split == "test":
+        ex, ey, _ = select(*test, names, cfg.classes, cfg.max_per_class, seed)
+        eval_name = "test"
+    else:
+        train_idx, eval_idx = stratified_split(y, cfg.validation_split, seed)
+        x, y, ex, ey = x[train_idx], y[train_idx], x[eval_idx], y[eval_idx]
+        eval_name = validation_name(cfg.validation_split)
+
+    def examples(images, labels):
+        ds = tf.data.Dataset.from_tensor_slices({"images": images, "labels": labels})
+        return Examples(ds, len(labels))
+
+    return Source(examples(x, y), examples(ex, ey), kept, eval_name)
+
+
+def decode_with_pil(path: bytes, channels: int) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path.decode()) as im:
+        arr = np.asarray(im.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
+    return arr[..., None] if channels == 1 else arr
+
+
+def image_decoder(files, channels: int):
+    """A tf function from a file path to a uint8 HxWxC image: TensorFlow's decoders where they
+    read every file, else Pillow (PGM, TIFF, ...)."""
+    if all(f[f.rfind(".") :].lower() in TF_FORMATS for f in files):
+        return lambda path: tf.io.decode_image(
+            tf.io.read_file(path), channels=channels, expand_animations=False
+        )
+
+    def decode(path):
+        image = tf.numpy_function(decode_with_pil, [path, channels], tf.uint8)
+        image.set_shape([None, None, channels])
+        return image
+
+    return decode

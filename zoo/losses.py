@@ -1,0 +1,86 @@
+"""Losses Keras lacks in the form zoo needs; registered so saved models load in safe mode."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+TERMS = ("ce", "dice", "focal")
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class SegmentationLoss(keras.losses.Loss):
+    """A sum of per-pixel losses on class-id masks against per-pixel class probabilities.
+
+    Terms: "ce" (cross-entropy, weighted per class by `class_weights`), "dice" (Keras' soft
+    Dice loss, `keras.losses.dice`, per image and class over the pixels, averaged over the
+    classes) and "focal" (Keras' categorical focal cross-entropy, Lin et al. 2017). Each term is
+    averaged over the pixels of an image, so the loss of an image is their sum.
+
+    Args:
+        classes: number of classes (the last axis of the predictions).
+        terms: the terms to add, e.g. ("ce", "dice").
+        class_weights: a weight per class for the cross-entropy terms (None: all 1).
+        focal_gamma: the focusing parameter of the focal term.
+
+    Example:
+
+    ```python
+    loss = SegmentationLoss(2, terms=("ce", "dice"))
+    loss(masks, probabilities)  # masks (B, H, W, 1) class ids, probabilities (B, H, W, 2)
+    ```
+    """
+
+    def __init__(
+        self,
+        classes: int,
+        terms=("ce",),
+        class_weights=None,
+        focal_gamma: float = 2.0,
+        name: str = "segmentation_loss",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        unknown = [t for t in terms if t not in TERMS]
+        if unknown or not terms:
+            raise ValueError(f"loss terms must be among {', '.join(TERMS)}, received {terms}")
+        if class_weights is not None and len(class_weights) != classes:
+            raise ValueError(f"class_weights has {len(class_weights)} values for {classes} classes")
+        self.classes = int(classes)
+        self.terms = tuple(terms)
+        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+        self.focal_gamma = float(focal_gamma)
+
+    def call(self, y_true, y_pred):
+        y_pred = ops.cast(y_pred, "float32")
+        ids = ops.cast(y_true, "int32")
+        if len(ids.shape) == len(y_pred.shape):
+            ids = ops.squeeze(ids, axis=-1)
+        one_hot = ops.one_hot(ids, self.classes, dtype="float32")
+        weights = (
+            ops.take(ops.convert_to_tensor(self.class_weights, "float32"), ids)
+            if self.class_weights is not None
+            else None
+        )
+        total = 0.0
+        pixels = (1, 2)
+        if "ce" in self.terms:
+            ce = keras.losses.categorical_crossentropy(one_hot, y_pred)
+            total += ops.mean(ce * weights if weights is not None else ce, axis=pixels)
+        if "focal" in self.terms:
+            focal = keras.losses.categorical_focal_crossentropy(
+                one_hot, y_pred, gamma=self.focal_gamma
+            )
+            total += ops.mean(focal * weights if weights is not None else focal, axis=pixels)
+        if "dice" in self.terms:
+            total += ops.mean(keras.losses.dice(one_hot, y_pred, axis=pixels), axis=-1)
+        return total
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "classes": self.classes,
+            "terms": list(self.terms),
+            "class_weights": self.class_weights,
+            "focal_gamma": self.focal_gamma,
+        }

@@ -1,0 +1,47 @@
+"""Tasks: one module each, chosen by a recipe's `task`.
+
+A task module is the only place that knows what its targets and outputs mean. training.py,
+data/, export.py, predict.py and the CLI ask it; none of them tests which task it is. Each
+module provides (see classification.py, the reference):
+
+- `TARGET`: the key of the target in the example dicts ("labels", "segmentation_masks"), the
+  Keras preprocessing layers' own key, so `[[augment]]` layers transform images and targets
+  together; `MONITOR`: the default `fit.monitor`;
+- `check(recipe)`: the task's recipe rules (head keys, losses, metrics, augmentation layers),
+  raising ValueError with what is wrong and how to fix it;
+- `net(recipe, shape, classes, activation, preprocessing)`: the network (its head over the
+  backbone, or the registered model), `activation` None for logits;
+- `encode(recipe, classes)`: a function on batch dicts before augmentation, or None;
+- `loss(recipe, classes)` and `metrics(recipe, classes)`: what `compile` gets;
+- `evaluate(model, data, run)`: flat metrics for metrics.json (the task's plots go into `run`);
+- `AGREEMENT`, `TOLERANCE`, `PARITY_EXAMPLES`, `parity(reference, exported, targets,
+  class_names)` and `describe_parity(report)`: how an export is compared with Keras;
+- `OUTPUT_RANK`, `present(images, outputs, class_names, ...)` and `describe(result)`: what
+  `zoo predict` returns and prints.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from types import ModuleType
+
+from zoo.errors import suggest
+
+
+def names() -> list[str]:
+    """Every task: the modules of this package."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+def get(name: str) -> ModuleType:
+    """The task module `name`."""
+    if name not in names():
+        raise suggest(name, names(), what="task")
+    return importlib.import_module(f"zoo.tasks.{name}")
+
+
+def for_output_rank(rank: int) -> ModuleType | None:
+    """The task whose models give outputs of `rank` (for exported files without a recipe)."""
+    found = [get(n) for n in names() if get(n).OUTPUT_RANK == rank]
+    return found[0] if len(found) == 1 else None

@@ -1,0 +1,72 @@
+"""What the tasks share: the recipe's backbone (with its weights) and registered models."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from zoo import backbones, registry
+from zoo.errors import ZooError
+
+
+def registered(recipe, shape, classes: int, activation, args: dict) -> keras.Model:
+    """The registered `model.name`, built for the data's class count."""
+    if args.setdefault("classes", classes) != classes:
+        raise ZooError(
+            f"recipe {recipe.name}: model.args.classes is {args['classes']} but the "
+            f"data has {classes} classes; remove model.args.classes"
+        )
+    return registry.get(
+        recipe.model.name, input_shape=shape, classifier_activation=activation, **args
+    )
+
+
+def features(recipe, shape, args: dict, preprocessing: list) -> keras.Model:
+    """`model.backbone` with `model.backbone_weights` ("none", "imagenet", a file or a run)."""
+    weights = recipe.model.backbone_weights
+    if weights not in ("none", "imagenet") and backbones.is_saved_model(weights):
+        weights = backbones.load_source(weights)
+        _check_preprocessing(recipe, weights, preprocessing)
+    return backbones.backbone(recipe.model.backbone, input_shape=shape, weights=weights, **args)
+
+
+def _describe(layers) -> list[tuple]:
+    """(name, scale, offset) of Rescaling layers, comparable across models."""
+
+    def values(v):
+        return tuple(np.round(np.ravel(np.asarray(v, dtype="float64")), 6).tolist())
+
+    return [(layer.name, values(layer.scale), values(layer.offset)) for layer in layers]
+
+
+def _check_preprocessing(recipe, source: keras.Model, preprocessing: list) -> None:
+    """Backbone weights from a zoo run must see inputs preprocessed as in that run."""
+    theirs = [
+        layer
+        for layer in source.layers
+        if isinstance(layer, keras.layers.Rescaling) and layer.name in ("rescale", "standardize")
+    ]
+    if _describe(theirs) != _describe(preprocessing):
+        names = [layer.name for layer in theirs] or ["none"]
+        raise ZooError(
+            f"recipe {recipe.name}: model.backbone_weights {recipe.model.backbone_weights} was "
+            f"trained on inputs preprocessed by {', '.join(names)} "
+            f"{_describe(theirs)[0][1:] if theirs else ''}, this recipe's data.normalization "
+            f"{recipe.data.normalization!r} differs: set data.normalization, data.mean and "
+            "data.std as in the recipe.toml of that run"
+        )
+
+
+def head_config(recipe, cls):
+    """`model.head` validated into the task's own head table `cls`."""
+    import pydantic
+
+    try:
+        return cls.model_validate(recipe.model.head or {})
+    except pydantic.ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ValueError(
+            f"model.head.{where}: {first['msg']} (the {recipe.task} head takes "
+            f"{', '.join(cls.model_fields)})"
+        ) from None

@@ -29,8 +29,8 @@ bench: install
 	$(BIN)/zoo bench --export runs/bench-digits
 
 lint: install
-	$(BIN)/ruff check zoo tests
-	$(BIN)/ruff format --check zoo tests
+	$(BIN)/ruff check zoo zoo_cli tests benchmarks
+	$(BIN)/ruff format --check zoo zoo_cli tests benchmarks
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

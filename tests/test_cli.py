@@ -63,7 +63,7 @@ def invoke(*args):
     """Runs `zoo ...` or `zoo-train ...` in this process; returns (exit code, stdout, stderr)."""
     from click.testing import CliRunner
 
-    from zoo import cli
+    import zoo_cli as cli
 
     command = cli.train_cmd if args[0] == "zoo-train" else cli.main
     result = CliRunner().invoke(command, list(args[1:]), prog_name=args[0])
@@ -147,6 +147,19 @@ def test_debug_shows_the_traceback(tmp_path):
     assert "Traceback" in result.stderr and "ZooError" in result.stderr
 
 
+def test_help_does_not_import_tensorflow():
+    """`zoo --help` answers without loading Keras or TensorFlow (seconds of start-up)."""
+    code = (
+        "import sys, zoo_cli\n"
+        "try:\n    zoo_cli.main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+        "print(sorted(m for m in ('tensorflow', 'keras', 'zoo') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Usage: " in result.stdout and result.stdout.splitlines()[-1] == "[]"
+    assert result.stderr == ""
+
+
 def test_help_on_every_command():
     for args in (["zoo", "--help"], ["zoo-train", "--help"]):  # the console scripts
         result = run(*args)
@@ -156,6 +169,7 @@ def test_help_on_every_command():
         assert code == 0 and "Usage:" in out, command
 
 
+@pytest.mark.slow  # 45 s; in-process resume is tested in test_training.py
 def test_killed_run_resumes_from_the_cli(tmp_path):
     """A real crash: SIGKILL the training process after a few epochs, then --resume."""
     import csv

@@ -1,9 +1,6 @@
 """Exports of a small trained model in every format and quantization, reloaded and compared."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -117,24 +114,22 @@ def test_export_needs_a_model(tmp_path):
         export(tmp_path, format="onnx")
 
 
+def zoo_cli(*args):
+    """`zoo ARGS` in this process (the console script is tested in test_cli.py)."""
+    from click.testing import CliRunner
+
+    import zoo_cli
+
+    result = CliRunner().invoke(zoo_cli.main, list(args), prog_name="zoo")
+    return result.exit_code, result.stdout, result.stderr
+
+
 def test_cli_export_prints_the_parity_table(trained):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    zoo_bin = str(Path(sys.executable).parent / "zoo")
-    result = subprocess.run(
-        [zoo_bin, "export", str(trained), "--format", "tflite", "--quantize", "float16"],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "top-1 agreement" in result.stdout and "exported" in result.stdout
-    bad = subprocess.run(
-        [zoo_bin, "export", str(trained), "--format", "savedmodel", "--quantize", "int8"],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    assert bad.returncode == 2 and "is for --format tflite" in bad.stderr
+    code, out, err = zoo_cli("export", str(trained), "--format", "tflite", "--quantize", "float16")
+    assert code == 0, err[-2000:]
+    assert "top-1 agreement" in out and "exported" in out
+    code, _, err = zoo_cli("export", str(trained), "--format", "savedmodel", "--quantize", "int8")
+    assert code == 2 and "is for --format tflite" in err
 
 
 def png_digits(tmp_path, trained):
@@ -193,25 +188,13 @@ def test_predict_every_format_agrees_with_keras(exported, tmp_path, target):
 
 def test_cli_predict_json(trained, tmp_path):
     paths, _, _ = png_digits(tmp_path, trained)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    zoo_bin = str(Path(sys.executable).parent / "zoo")
-    result = subprocess.run(
-        [zoo_bin, "predict", str(trained), *map(str, paths[:2]), "--json", "-k", "2"],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    parsed = json.loads(result.stdout)
+    code, out, err = zoo_cli("predict", str(trained), *map(str, paths[:2]), "--json", "-k", "2")
+    assert code == 0, err[-2000:]
+    parsed = json.loads(out)
     assert [r["image"] for r in parsed] == [str(p) for p in paths[:2]]
     assert all(len(r["top"]) == 2 for r in parsed)
-    bad = subprocess.run(
-        [zoo_bin, "predict", str(tmp_path / "none.tflite"), str(paths[0])],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    assert bad.returncode == 2 and "cannot predict with" in bad.stderr
+    code, _, err = zoo_cli("predict", str(tmp_path / "none.tflite"), str(paths[0]))
+    assert code == 2 and "cannot predict with" in err
 
 
 @pytest.mark.parametrize("fmt", ["savedmodel", "tflite", "onnx"])

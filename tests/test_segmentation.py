@@ -193,8 +193,9 @@ DECODERS = [
     ("unet", "resnet18"),
     ("fpn", "resnet18"),
     ("deeplabv3plus", "mobilenet_v2"),
-    ("unet", "mobilenet_v2"),
-    ("unet", "resnet20"),  # a CIFAR net: taps P1 and P2 only
+    pytest.param("unet", "mobilenet_v2", marks=pytest.mark.slow),
+    pytest.param("fpn", "efficientnet_b0", marks=pytest.mark.slow),
+    pytest.param("unet", "resnet20", marks=pytest.mark.slow),  # a CIFAR net: P1 and P2 only
 ]
 
 
@@ -330,7 +331,7 @@ def membrane_run(tmp_path_factory):
             "model.args={base_filters=8, batch_norm=true}",
             "compile.optimizer={name='adam', learning_rate=0.003}",
             "compile.schedule={name='cosine'}",
-            "fit.epochs=15",
+            "fit.epochs=10",
             "augment=[]",
             *QUIET,
         ],
@@ -342,7 +343,8 @@ def membrane_run(tmp_path_factory):
 @pytest.mark.data
 def test_unet_on_membranes_beats_the_all_cell_baseline(membrane_run):
     metrics = json.loads((membrane_run / rundir.METRICS).read_text())
-    # Predicting "cell" everywhere scores 0.78 pixel accuracy and 0.39 mean IoU.
+    # Predicting "cell" everywhere scores 0.78 pixel accuracy and 0.39 mean IoU; this run
+    # measured 0.846 and 0.672 here.
     assert metrics["pixel_accuracy"] > 0.83
     assert metrics["mean_iou"] > 0.6
     assert metrics["iou_membrane"] > 0.3 and metrics["eval_examples"] == 6

@@ -1,4 +1,9 @@
-"""The command line: `zoo` (list, info, show, eval) and `zoo-train`. Thin: parse, call, print.
+"""The command line: `zoo` (list, info, show, eval, export, predict, bench) and `zoo-train`.
+Thin: parse, call the library, print.
+
+It lives beside the `zoo` package, not in it: importing anything in `zoo` imports Keras and
+TensorFlow (saved zoo models must load after `import zoo`), and `--help` should not wait for
+them. Each command imports the library when it runs.
 
 Every error a user can fix (ZooError) becomes one message and exit status 2 here, in one place;
 `--debug` shows the traceback instead.

@@ -10,6 +10,7 @@ import pytest
 import zoo
 from tests.test_registry import heavy
 from zoo import backbones
+from zoo.backbones.rewrite import is_depthwise
 from zoo.errors import ZooError
 
 
@@ -287,7 +288,7 @@ def test_rebuilt_for_export_computes_what_keras_applications_does(name, construc
         legacy_h5_format.save_weights_to_hdf5_group(f, source)
     model = zoo.backbone(name, input_shape=(32, 32, 3), weights=str(path))
     assert not any(isinstance(layer, keras.layers.Normalization) for layer in model.layers)
-    assert not any(backbones._is_depthwise(layer) for layer in model.layers)
+    assert not any(is_depthwise(layer) for layer in model.layers)
     pixels = rng.uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     expected = source.predict(pixels, verbose=0)
     got = keras.ops.convert_to_numpy(model(pixels)["P5"])

@@ -266,11 +266,11 @@ def test_keras_applications_preprocessing_exports(tmp_path):
     slow whole-registry test.)"""
     import keras
 
-    from zoo.backbones import _preprocessing
+    from zoo.backbones.apps import preprocessing
 
     inputs = keras.Input((16, 16, 3), name="image")
     x = inputs
-    for layer in _preprocessing("caffe"):
+    for layer in preprocessing("caffe"):
         x = layer(x)
     x = keras.layers.Conv2D(4, 3, name="conv")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)

@@ -46,17 +46,6 @@ def build_model(recipe: Recipe, classes: int, precision: str = "float32") -> ker
     shape = (height, width, recipe.data.channels)
     mixed = precision.startswith("mixed")
     activation = recipe.model.args.get("classifier_activation", "softmax")
-    recipe = recipe.model_copy(
-        update={
-            "model": recipe.model.model_copy(
-                update={
-                    "args": {
-                        k: v for k, v in recipe.model.args.items() if k != "classifier_activation"
-                    }
-                }
-            )
-        }
-    )
     preprocessing = data_lib.preprocessing(recipe.data)
     task = tasks.get(recipe.task)
     with _dtype_policy(precision):

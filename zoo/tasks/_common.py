@@ -9,6 +9,11 @@ from zoo import backbones, registry
 from zoo.errors import ZooError
 
 
+def model_args(recipe) -> dict:
+    """`model.args` for the builder; `classifier_activation` is the model's, set by training."""
+    return {k: v for k, v in recipe.model.args.items() if k != "classifier_activation"}
+
+
 def registered(recipe, shape, classes: int, activation, args: dict) -> keras.Model:
     """The registered `model.name`, built for the data's class count."""
     if args.setdefault("classes", classes) != classes:

@@ -67,7 +67,7 @@ def net(recipe, shape, classes: int, activation, preprocessing):
     """The registered model, or the classification head over the backbone."""
     from zoo import heads
 
-    args = dict(recipe.model.args)
+    args = _common.model_args(recipe)
     if recipe.model.backbone is None:
         return _common.registered(recipe, shape, classes, activation, args)
     head = _common.head_config(recipe, Head)

@@ -28,9 +28,13 @@ def test_recipe_loads_and_builds(path):
     model = build_model(recipe, classes=7)
     height, width = recipe.data.image_size
     assert tuple(model.input.shape) == (None, height, width, recipe.data.channels)
-    # One class per image, or per pixel (at the input's size).
-    per_pixel = recipe.task == "segmentation"
-    assert tuple(model.output.shape) == ((None, height, width, 7) if per_pixel else (None, 7))
+    # One class per image, or per pixel (at the input's size), or an embedding.
+    expected = {
+        "classification": (None, 7),
+        "segmentation": (None, height, width, 7),
+        "faces": (None, (recipe.model.head or {}).get("embedding_dim", 128)),
+    }
+    assert tuple(model.output.shape) == expected[recipe.task]
     net = model.get_layer(recipe.model.label)
     for phase in recipe.phases:  # every phase names layers the net has, and trains some
         assert _set_trainable(recipe, net, phase) > 0

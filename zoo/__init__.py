@@ -30,14 +30,17 @@ from zoo.export import export
 from zoo.predict import predict
 from zoo.recipes import list_recipes, load_recipe
 from zoo.registry import get, info, list_models, register
+from zoo.verification import embed, identify, verify
 
 __all__ = [
     "ZooError",
     "backbone",
+    "embed",
     "evaluate",
     "export",
     "get",
     "heads",
+    "identify",
     "info",
     "list_models",
     "list_recipes",
@@ -45,6 +48,7 @@ __all__ = [
     "predict",
     "register",
     "train",
+    "verify",
 ]
 __version__ = "0.1.0"
 

@@ -44,7 +44,10 @@ def import_tensorflow_quietly() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with quiet_stderr():
         import keras  # noqa: F401
-        import tensorflow  # noqa: F401
+        import tensorflow
+
+        # The first look for GPUs (else at the first op: a cuInit failure on a CPU machine).
+        tensorflow.config.list_physical_devices("GPU")
 
 
 import_tensorflow_quietly()

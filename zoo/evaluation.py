@@ -10,11 +10,16 @@ from zoo import rundir
 
 
 def read_history(path: Path) -> list[dict]:
+    """The rows of history.csv; empty cells and CSVLogger's "NA" (val_ columns of a run
+    without validation) left out."""
     path = Path(path)
     if not path.is_file():
         return []
     with path.open(newline="") as f:
-        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+        return [
+            {k: float(v) for k, v in row.items() if v not in ("", "NA")}
+            for row in csv.DictReader(f)
+        ]
 
 
 def plot_curves(history_csv: Path, out: Path) -> bool:

@@ -51,3 +51,41 @@ class ReverseChannels(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class CosineLogits(keras.layers.Layer):
+    """cos θ between each L2-normalised input and `classes` L2-normalised class centres (the
+    trainable weights): the logits of a margin softmax (ArcFace, CosFace) before the margin and
+    the scale, which the loss (`zoo.losses.MarginLoss`) applies with the labels. Computed in
+    float32 under mixed precision.
+
+    Args:
+        classes: the number of identities (class centres).
+
+    Example:
+
+    ```python
+    cosines = CosineLogits(30)(embeddings)  # (batch, 30), each in [-1, 1]
+    ```
+    """
+
+    def __init__(self, classes: int, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.classes = int(classes)
+
+    def build(self, input_shape):
+        self.centres = self.add_weight(
+            shape=(input_shape[-1], self.classes), initializer="glorot_uniform", name="centres"
+        )
+
+    def call(self, x):
+        x = ops.normalize(ops.cast(x, self.compute_dtype), axis=-1)
+        return ops.matmul(x, ops.normalize(self.centres, axis=0))
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.classes)
+
+    def get_config(self):
+        return {**super().get_config(), "classes": self.classes}

@@ -45,9 +45,9 @@ def build_model(recipe: Recipe, classes: int, precision: str = "float32") -> ker
     height, width = recipe.data.image_size
     shape = (height, width, recipe.data.channels)
     mixed = precision.startswith("mixed")
-    activation = recipe.model.args.get("classifier_activation", "softmax")
-    preprocessing = data_lib.preprocessing(recipe.data)
     task = tasks.get(recipe.task)
+    activation = recipe.model.args.get("classifier_activation", task.ACTIVATION)
+    preprocessing = data_lib.preprocessing(recipe.data)
     with _dtype_policy(precision):
         net = task.net(recipe, shape, classes, None if mixed else activation, preprocessing)
     inputs = keras.Input(shape=shape, name="image")
@@ -70,7 +70,7 @@ def compile_model(
     phase: PhaseConfig | None = None,
 ) -> None:
     """Compiles with a new optimizer: the recipe's, or with `phase`'s learning rate and schedule
-    over `phase`'s epochs (its schedule starts over)."""
+    over `phase`'s epochs (its schedule starts over), and `phase`'s loss where it names one."""
     cfg, epochs = recipe.compile, recipe.epochs
     if phase is not None:
         epochs = phase.epochs
@@ -81,7 +81,10 @@ def compile_model(
             )
         if phase.schedule is not None:
             update["schedule"] = phase.schedule
+        if phase.loss is not None:
+            update["loss"] = phase.loss
         cfg = cfg.model_copy(update=update)
+        recipe = recipe.model_copy(update={"compile": cfg})
     optimizer_cls = getattr(keras.optimizers, OPTIMIZERS[cfg.optimizer.name])
     optimizer = optimizer_cls(
         learning_rate=learning_rate(cfg, steps_per_epoch, epochs), **cfg.optimizer.args
@@ -240,8 +243,11 @@ def train(
         )
     else:
         recipe_for_build = recipe
+    task = tasks.get(recipe.task)
     with policy.strategy.scope():
         model = build_model(recipe_for_build, len(data.class_names), policy.precision)
+        # What fit trains: the model, or the task's training graph around it.
+        trained = task.trainer(recipe, model, len(data.class_names))
     net = next(layer for layer in model.layers if isinstance(layer, keras.Model))
     for phase in recipe.phases:  # a misnamed stage fails now, not after hours of phase 1
         _set_trainable(recipe, net, phase)
@@ -253,7 +259,7 @@ def train(
     if resume:
         log(f"zoo: resuming after epoch {done} of {recipe.epochs}")
         if first > 0 and backed_up is None:
-            model.load_weights(run / rundir.phase_end(first - 1))
+            trained.load_weights(run / rundir.phase_end(first - 1))
     for k in range(first, len(phases)):
         phase = phases[k]
         end = starts[k] + phase.epochs if phase is not None else recipe.epochs
@@ -264,13 +270,13 @@ def train(
                 f"{phase.trainable} trainable ({trainable:,} parameters)"
             )
         with policy.strategy.scope():
-            compile_model(model, recipe, data.steps_per_epoch, policy.jit_compile, phase)
+            compile_model(trained, recipe, data.steps_per_epoch, policy.jit_compile, phase)
         # BackupAndRestore sets this when it restores, and fit() prefers it to initial_epoch:
         # clear what an earlier phase left.
-        model._initial_epoch = None
-        history = model.fit(
+        trained._initial_epoch = None
+        history = trained.fit(
             data.train,
-            validation_data=data.eval,
+            validation_data=data.eval if task.VALIDATE else None,
             initial_epoch=starts[k],
             epochs=end,
             callbacks=[*_callbacks(run, recipe, state, k), *callbacks],
@@ -289,7 +295,7 @@ def train(
             )
         # The phase's end, then the state saying so, then its backup can go.
         with rundir.atomic_path(run / rundir.phase_end(k), suffix=".weights.h5") as tmp:
-            model.save_weights(tmp)
+            trained.save_weights(tmp)
         state.state["phases_done"] = k + 1
         state.save()
         shutil.rmtree(run / rundir.backup(k), ignore_errors=True)
@@ -322,7 +328,7 @@ def _set_trainable(recipe: Recipe, net: keras.Model, phase: PhaseConfig) -> int:
 def finish_run(run: Path, model, data, recipe: Recipe) -> dict:
     """Evaluates on the eval split (the task's metrics and plots), writes metrics.json and
     curves.png."""
-    metrics = tasks.get(recipe.task).evaluate(model, data, run)
+    metrics = tasks.get(recipe.task).evaluate(model, data, run, recipe)
     metrics["eval_examples"] = data.eval_count
     metrics["eval_split"] = data.eval_name
     state = rundir.read_json(run / rundir.STATE)

@@ -1,4 +1,5 @@
-"""The command line: `zoo` (list, info, show, eval, export, predict, bench) and `zoo-train`.
+"""The command line: `zoo` (list, info, show, eval, export, predict, embed, verify, identify,
+bench) and `zoo-train`.
 Thin: parse, call the library, print.
 
 It lives beside the `zoo` package, not in it: importing anything in `zoo` imports Keras and
@@ -253,6 +254,81 @@ def predict(model, images, top_k, as_json, output):
     for result in results:
         for line in describe(result):
             click.echo(line)
+
+
+@main.command(cls=_Command)
+@click.argument("model", type=click.Path())
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the embeddings as JSON.")
+def embed(model, images, as_json):
+    """The unit-length embedding of each of IMAGES with MODEL (a faces run directory, its
+    .keras file or an export)."""
+    from zoo.verification import embed as run_embed
+
+    vectors = run_embed(model, images)
+    if as_json:
+        rows = [{"image": i, "embedding": [float(v) for v in e]} for i, e in zip(images, vectors)]
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for image, vector in zip(images, vectors, strict=True):
+        click.echo(f"{image}  " + " ".join(f"{v:+.4f}" for v in vector))
+
+
+@main.command(cls=_Command)
+@click.argument("model", type=click.Path())
+@click.argument("first", type=click.Path())
+@click.argument("second", type=click.Path())
+@click.option(
+    "--threshold",
+    type=click.FloatRange(-1, 1),
+    help="Cosine similarity threshold (default: the one the run calibrated).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def verify(model, first, second, threshold, as_json):
+    """Whether FIRST and SECOND show the same person: their cosine similarity against the
+    threshold MODEL's run calibrated at its target false accept rate. Exit status 0 either
+    way."""
+    from zoo.verification import verify as run_verify
+
+    result = run_verify(model, first, second, threshold=threshold)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    far = f" (FAR {result['target_far']:g})" if result["target_far"] is not None else ""
+    click.echo(
+        f"similarity {result['similarity']:.4f}  threshold {result['threshold']:.4f}{far}  "
+        + ("same" if result["same"] else "different")
+    )
+
+
+@main.command(cls=_Command)
+@click.argument("model", type=click.Path())
+@click.argument("image", type=click.Path())
+@click.option(
+    "--gallery",
+    type=click.Path(),
+    required=True,
+    help="A folder with one sub-folder of images per identity.",
+)
+@click.option("--top-k", "-k", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the ranking as JSON.")
+def identify(model, image, gallery, top_k, as_json):
+    """Rank the gallery's identities by similarity to the face in IMAGE; the best is a match
+    when it reaches the run's calibrated threshold."""
+    from zoo.verification import identify as run_identify
+
+    result = run_identify(model, image, gallery, top_k=top_k)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    for entry in result["matches"]:
+        click.echo(f"{entry['similarity']:.4f}  {entry['identity']} ({entry['images']} images)")
+    if result["threshold"] is None:
+        click.echo("no calibrated threshold: cannot say whether the best is a match")
+    elif result["match"]:
+        click.echo(f"match: {result['match']} (threshold {result['threshold']:.4f})")
+    else:
+        click.echo(f"no match: no identity reaches the threshold {result['threshold']:.4f}")
 
 
 @main.command(cls=_Command)

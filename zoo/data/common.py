@@ -27,12 +27,14 @@ class Examples:
 
 @dataclass(frozen=True)
 class Source:
-    """What a source gives: both splits, the class names and how the eval split was made."""
+    """What a source gives: both splits, the class names and how the eval split was made;
+    `eval_class_names` where the eval split has classes of its own (held-out identities)."""
 
     train: Examples
     eval: Examples
     class_names: list[str]
     eval_name: str
+    eval_class_names: list[str] | None = None
 
 
 def class_indices(classes, names) -> list[int]:
@@ -63,6 +65,38 @@ def select(x, y, names, classes, max_per_class, seed):
         keep.sort()
         x, y = x[keep], y[keep]
     return x, y, names
+
+
+def identity_split(names: list[str], held_out, seed: int) -> tuple[list[str], list[str]]:
+    """(training identities, eval identities) of `names`: `held_out` is a list of names, a
+    count or a fraction of them (drawn with `seed`). Each side keeps the order of `names`."""
+    if isinstance(held_out, list):
+        unknown = [n for n in held_out if n not in names]
+        if unknown:
+            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+            raise ZooError(
+                f"data.eval_identities names {', '.join(map(repr, unknown))}, not identities of "
+                f"this data (its identity folders: {shown})"
+            )
+        if len(set(held_out)) != len(held_out):
+            raise ZooError(f"data.eval_identities lists an identity twice: {held_out}")
+        chosen = set(held_out)
+    else:
+        count = held_out if isinstance(held_out, int) else max(2, round(held_out * len(names)))
+        if count > len(names) - 2:
+            raise ZooError(
+                f"data.eval_identities holds out {count} of {len(names)} identities; at least "
+                f"2 must stay for training: hold out at most {max(len(names) - 2, 0)}"
+            )
+        rng = np.random.default_rng(seed)
+        chosen = {names[i] for i in rng.choice(len(names), count, replace=False)}
+    train = [n for n in names if n not in chosen]
+    if len(train) < 2:
+        raise ZooError(
+            f"data.eval_identities leaves {len(train)} identities for training; at least 2 must "
+            "stay"
+        )
+    return train, [n for n in names if n in chosen]
 
 
 def stratified_split(y, fraction, seed):

@@ -12,6 +12,7 @@ from zoo.data.common import (
     IMAGE_FORMATS,
     Examples,
     Source,
+    identity_split,
     image_decoder,
     select,
     stratified_split,
@@ -102,6 +103,8 @@ def load(cfg, target: str, seed: int) -> Source:
     train_root, eval_root, names = folder_layout(
         cfg.path, cfg.classes, cfg.train_split, cfg.eval_split
     )
+    if cfg.eval_identities is not None:
+        return _by_identity(cfg, train_root, names, seed)
     files, labels = _files(train_root, names, cfg.max_per_class, seed)
     if eval_root is not None:
         eval_files, eval_labels = _files(eval_root, names, cfg.max_per_class, seed)
@@ -116,4 +119,24 @@ def load(cfg, target: str, seed: int) -> Source:
         _examples(eval_files, eval_labels, cfg.channels),
         names,
         eval_name,
+    )
+
+
+def identity_files(cfg, root: Path, names: list[str], seed: int):
+    """((files, labels) of training, (files, labels) of eval, training identities, eval
+    identities) split by `data.eval_identities`: no identity, so no file, is on both sides."""
+    train_names, eval_names = identity_split(names, cfg.eval_identities, seed)
+    train = _files(root, train_names, cfg.max_per_class, seed)
+    held_out = _files(root, eval_names, cfg.max_per_class, seed)
+    return train, held_out, train_names, eval_names
+
+
+def _by_identity(cfg, root: Path, names: list[str], seed: int) -> Source:
+    train, held_out, train_names, eval_names = identity_files(cfg, root, names, seed)
+    return Source(
+        _examples(*train, cfg.channels),
+        _examples(*held_out, cfg.channels),
+        train_names,
+        f"{len(eval_names)} held-out identities",
+        eval_class_names=eval_names,
     )

@@ -44,6 +44,7 @@ class Data:
     eval_count: int
     eval_name: str
     batch_size: int
+    eval_class_names: list[str] | None = None  # where the eval split has its own classes
 
     @property
     def steps_per_epoch(self) -> int:
@@ -154,6 +155,7 @@ def build(recipe: Recipe, *, training: bool = True) -> Data:
         eval_count=source.eval.count,
         eval_name=source.eval_name,
         batch_size=cfg.batch_size,
+        eval_class_names=source.eval_class_names or source.class_names,
     )
 
 

@@ -59,6 +59,8 @@ def split_names(b, train_split: str, eval_split: str | None, validation_split: f
 
 def load(cfg, target: str, seed: int) -> Source:
     b = builder(cfg.name, cfg.data_dir, target)
+    if cfg.eval_identities is not None:
+        return _by_identity(b, cfg, seed)
     if target == "labels":
         names = list(b.info.features["label"].names)
     else:
@@ -144,3 +146,66 @@ def _subset(ds, count, names, cfg, seed):
         # Interleaved at random, so that a shuffle buffer smaller than the split still mixes.
         ds = tf.data.Dataset.sample_from_datasets(parts, seed=seed, stop_on_empty_dataset=False)
     return ds, _count(ds)
+
+
+def _by_identity(b, cfg, seed: int) -> Source:
+    """Training identities against held-out ones (`data.eval_identities`), both from
+    `data.train_split`: the label is an identity's name (lfw's Text feature) or a ClassLabel.
+    The labels are read once, without decoding images, to list the identities and count."""
+    import tensorflow_datasets as tfds
+
+    from zoo.data.common import identity_split
+
+    if cfg.max_per_class is not None or cfg.classes is not None:
+        raise ZooError(
+            "data.max_per_class and data.classes do not apply to a TFDS split by identity; "
+            "leave them out"
+        )
+    feature = b.info.features["label"]
+    try:
+        labels = b.as_dataset(
+            split=cfg.train_split, decoders={"image": tfds.decode.SkipDecoding()}
+        ).map(lambda ex: ex["label"])
+    except (KeyError, ValueError) as e:
+        raise ZooError(
+            f"TFDS dataset {cfg.name!r} has no split {cfg.train_split!r}; it has "
+            f"{', '.join(b.info.splits)}"
+        ) from e
+    found = [v.decode() if isinstance(v, bytes) else int(v) for v in labels.as_numpy_iterator()]
+    if isinstance(feature, tfds.features.ClassLabel):
+        found = [feature.names[v] for v in found]
+    names = sorted(set(found))
+    train_names, eval_names = identity_split(names, cfg.eval_identities, seed)
+    counts = {n: 0 for n in names}
+    for n in found:
+        counts[n] += 1
+
+    def examples(kept: list[str], shuffle: bool) -> Examples:
+        table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(kept), tf.range(len(kept), dtype=tf.int64)
+            ),
+            default_value=-1,
+        )
+        class_names = tf.constant(
+            feature.names if isinstance(feature, tfds.features.ClassLabel) else []
+        )
+
+        def name_of(label):
+            return label if label.dtype == tf.string else tf.gather(class_names, label)
+
+        ds = b.as_dataset(
+            split=cfg.train_split, shuffle_files=shuffle, read_config=_read_config(seed)
+        )
+        ds = ds.map(
+            lambda ex: {"images": ex["image"], "labels": table.lookup(name_of(ex["label"]))}
+        )
+        return Examples(ds.filter(lambda ex: ex["labels"] >= 0), sum(counts[n] for n in kept))
+
+    return Source(
+        examples(train_names, True),
+        examples(eval_names, False),
+        train_names,
+        f"{len(eval_names)} held-out identities",
+        eval_class_names=eval_names,
+    )

@@ -2,6 +2,7 @@
 keras.Model, their layers named `head_*` and `predictions`."""
 
 from zoo.heads.classification import classification
+from zoo.heads.faces import embedding
 from zoo.heads.segmentation import deeplabv3plus, fpn, unet
 
-__all__ = ["classification", "deeplabv3plus", "fpn", "unet"]
+__all__ = ["classification", "deeplabv3plus", "embedding", "fpn", "unet"]

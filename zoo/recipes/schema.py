@@ -159,6 +159,14 @@ class DataConfig(_Strict):
     images_dir: Annotated[str, Field(min_length=1)] = "images"
     masks_dir: Annotated[str, Field(min_length=1)] = "masks"
     mask_values: dict[str, Annotated[int, Field(ge=0, le=255)]] | None = None
+    # faces: the identities held out of training and verified on (folder names, or a count or
+    # fraction of the identities drawn with runtime.seed).
+    eval_identities: (
+        Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=2)]
+        | Annotated[int, Field(ge=2)]
+        | Fraction
+        | None
+    ) = None
 
     @field_validator("mask_values")
     @classmethod
@@ -329,6 +337,15 @@ class RuntimeConfig(_Strict):
     jit_compile: Literal["auto"] | bool = "auto"
 
 
+class EvalConfig(_Strict):
+    """How the eval split is scored beyond the task's metrics. faces: `target_far`, the false
+    accept rate the verification threshold is calibrated at; `impostor_pairs`, the most
+    impostor pairs scored (a seeded sample when there are more)."""
+
+    target_far: Fraction = 0.01
+    impostor_pairs: PositiveInt = 200_000
+
+
 class PhaseConfig(_Strict):
     """One fine-tuning phase: `epochs` with only `trainable` layers trained, by a fresh optimizer.
 
@@ -336,13 +353,15 @@ class PhaseConfig(_Strict):
     "P1".."P5" (the stage computing it and everything above), or a layer name or name prefix
     ("conv4", "block_13": that layer and everything above). `freeze_batchnorm` keeps every
     BatchNormalization layer frozen (inference mode) even where the rest trains, as small
-    fine-tuning sets want. `learning_rate` and `schedule` default to compile's."""
+    fine-tuning sets want. `learning_rate`, `schedule` and `loss` default to compile's (a faces
+    recipe warms up with loss = "softmax" before its margin loss)."""
 
     epochs: PositiveInt
     trainable: Annotated[str, Field(min_length=1)] = "all"
     freeze_batchnorm: bool = False
     learning_rate: PositiveFloat | None = None
     schedule: Schedule | None = None
+    loss: str | None = None
 
 
 class Recipe(_Strict):
@@ -357,6 +376,7 @@ class Recipe(_Strict):
     compile: CompileConfig
     fit: FitConfig
     phases: list[PhaseConfig] = []
+    eval: EvalConfig = EvalConfig()
     runtime: RuntimeConfig = RuntimeConfig()
 
     @field_validator("task")

@@ -6,18 +6,23 @@ module provides (see classification.py, the reference):
 
 - `TARGET`: the key of the target in the example dicts ("labels", "segmentation_masks"), the
   Keras preprocessing layers' own key, so `[[augment]]` layers transform images and targets
-  together; `MONITOR`: the default `fit.monitor`;
+  together; `MONITOR`: the default `fit.monitor`; `VALIDATE`: whether `fit` scores the eval
+  split each epoch; `ACTIVATION`: the model's last activation;
 - `check(recipe)`: the task's recipe rules (head keys, losses, metrics, augmentation layers),
   raising ValueError with what is wrong and how to fix it;
 - `net(recipe, shape, classes, activation, preprocessing)`: the network (its head over the
   backbone, or the registered model), `activation` None for logits;
+- `trainer(recipe, model, classes)`: the model `fit` trains (the model itself, or a training
+  graph sharing its weights: faces' margin softmax, segmentation's crops); the run saves and
+  exports `model`;
 - `encode(recipe, classes)`: a function on batch dicts before augmentation, or None;
 - `loss(recipe, classes)` and `metrics(recipe, classes)`: what `compile` gets;
-- `evaluate(model, data, run)`: flat metrics for metrics.json (the task's plots go into `run`);
+- `evaluate(model, data, run, recipe)`: flat metrics for metrics.json (the task's plots go
+  into `run`);
 - `AGREEMENT`, `TOLERANCE`, `PARITY_EXAMPLES`, `parity(reference, exported, targets,
   class_names)` and `describe_parity(report)`: how an export is compared with Keras;
-- `OUTPUT_RANK`, `present(images, outputs, class_names, ...)` and `describe(result)`: what
-  `zoo predict` returns and prints.
+- `OUTPUT_RANK` (None where the output's rank does not tell the task), `present(images,
+  outputs, class_names, ...)` and `describe(result)`: what `zoo predict` returns and prints.
 """
 
 from __future__ import annotations
@@ -43,5 +48,5 @@ def get(name: str) -> ModuleType:
 
 def for_output_rank(rank: int) -> ModuleType | None:
     """The task whose models give outputs of `rank` (for exported files without a recipe)."""
-    found = [get(n) for n in names() if get(n).OUTPUT_RANK == rank]
+    found = [get(n) for n in names() if get(n).OUTPUT_RANK == rank]  # None never equals
     return found[0] if len(found) == 1 else None

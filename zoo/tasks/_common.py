@@ -62,6 +62,22 @@ def _check_preprocessing(recipe, source: keras.Model, preprocessing: list) -> No
         )
 
 
+def losses(recipe) -> list[tuple[str, str | None]]:
+    """(key, loss name) of compile.loss and of each phase that sets its own."""
+    return [("compile.loss", recipe.compile.loss)] + [
+        (f"phases[{k}].loss", p.loss) for k, p in enumerate(recipe.phases) if p.loss is not None
+    ]
+
+
+def refuse_other_tasks_keys(recipe) -> None:
+    """Recipe keys only another task reads: data.eval_identities (faces)."""
+    if recipe.data.eval_identities is not None and recipe.task != "faces":
+        raise ValueError(
+            f"data.eval_identities is for task 'faces' (identities held out of training); "
+            f"the {recipe.task} task splits by data.eval_split or data.validation_split"
+        )
+
+
 def head_config(recipe, cls):
     """`model.head` validated into the task's own head table `cls`."""
     import pydantic

@@ -17,6 +17,8 @@ from zoo.tasks import _common
 
 TARGET = "labels"
 MONITOR = "val_accuracy"
+VALIDATE = True  # fit reports the eval split each epoch
+ACTIVATION = "softmax"
 OUTPUT_RANK = 2
 LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy")
 METRICS = ("accuracy", "top5_accuracy")
@@ -38,11 +40,11 @@ class Head(BaseModel):
 
 
 def check(recipe) -> None:
-    if recipe.compile.loss not in (None, *LOSSES):
-        raise ValueError(
-            f"compile.loss {recipe.compile.loss!r} is not a classification loss; "
-            f"allowed: {', '.join(LOSSES)}"
-        )
+    for key, name in _common.losses(recipe):
+        if name not in (None, *LOSSES):
+            raise ValueError(
+                f"{key} {name!r} is not a classification loss; allowed: {', '.join(LOSSES)}"
+            )
     for name in recipe.compile.metrics or ():
         if name not in METRICS:
             raise ValueError(
@@ -51,6 +53,7 @@ def check(recipe) -> None:
             )
     if recipe.compile.class_weights is not None:
         raise ValueError("compile.class_weights is for segmentation; leave it out")
+    _common.refuse_other_tasks_keys(recipe)
     _common.head_config(recipe, Head)
 
 
@@ -80,6 +83,11 @@ def net(recipe, shape, classes: int, activation, preprocessing):
         activation=activation,
         name=recipe.model.backbone,
     )
+
+
+def trainer(recipe, model, classes: int):
+    """The model `fit` trains: the model itself."""
+    return model
 
 
 def encode(recipe, classes: int):
@@ -122,7 +130,7 @@ def metrics(recipe, classes: int) -> list:
     return out
 
 
-def evaluate(model, data, run) -> dict:
+def evaluate(model, data, run, recipe) -> dict:
     """Keras metrics of `model` on `data.eval` (`loss`, `accuracy`, ...)."""
     results = model.evaluate(data.eval, verbose=0, return_dict=True)
     return {k: float(v) for k, v in results.items()}

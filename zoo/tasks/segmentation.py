@@ -24,6 +24,8 @@ from zoo.tasks import _common
 
 TARGET = "segmentation_masks"
 MONITOR = "val_mean_iou"
+VALIDATE = True  # fit reports the eval split each epoch
+ACTIVATION = "softmax"
 OUTPUT_RANK = 4
 METRICS = ("mean_iou", "dice", "pixel_accuracy")
 AGREEMENT = "pixel_agreement"
@@ -81,12 +83,13 @@ def loss_terms(name: str | None) -> tuple[str, ...]:
 
 
 def check(recipe) -> None:
-    terms = loss_terms(recipe.compile.loss)
-    if not all(t in LOSS_TERMS for t in terms) or len(set(terms)) != len(terms):
-        raise ValueError(
-            f"compile.loss {recipe.compile.loss!r} is not a segmentation loss: give terms "
-            f"among {', '.join(LOSS_TERMS)} joined by '+', e.g. \"ce+dice\""
-        )
+    for key, name in _common.losses(recipe):
+        terms = loss_terms(name)
+        if not all(t in LOSS_TERMS for t in terms) or len(set(terms)) != len(terms):
+            raise ValueError(
+                f"{key} {name!r} is not a segmentation loss: give terms among "
+                f"{', '.join(LOSS_TERMS)} joined by '+', e.g. \"ce+dice\""
+            )
     if recipe.compile.label_smoothing:
         raise ValueError("compile.label_smoothing is for classification; leave it out")
     for name in recipe.compile.metrics or ():
@@ -102,6 +105,7 @@ def check(recipe) -> None:
             )
     if recipe.data.max_per_class is not None:
         raise ValueError("data.max_per_class is for classification; leave it out")
+    _common.refuse_other_tasks_keys(recipe)
     weights = recipe.compile.class_weights
     if weights is not None and recipe.data.source == "segmentation_folder":
         from zoo.data.segmentation_folder import class_count
@@ -130,6 +134,11 @@ def net(recipe, shape, classes: int, activation, preprocessing):
         name=recipe.model.backbone,
         **head.decoder_args(),
     )
+
+
+def trainer(recipe, model, classes: int):
+    """The model `fit` trains: the model itself."""
+    return model
 
 
 def encode(recipe, classes: int):
@@ -189,7 +198,7 @@ def _key(name: str) -> str:
     return re.sub(r"\W+", "_", name).strip("_").lower()
 
 
-def evaluate(model, data, run) -> dict:
+def evaluate(model, data, run, recipe) -> dict:
     """Loss, mean IoU, IoU of each class, Dice and pixel accuracy over the eval split, from one
     confusion matrix; writes `overlays.png` (a few eval images, true and predicted masks)."""
     import keras

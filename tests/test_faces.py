@@ -1,0 +1,425 @@
+"""Faces: margin losses, the identity split, verification metrics, a real AT&T run with its
+exports and the embed / verify / identify commands."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+import zoo
+from tests.conftest import shared_data
+from tests.test_export import zoo_cli
+from zoo import verification
+from zoo.data import image_folder
+from zoo.data.common import identity_split
+from zoo.errors import ZooError
+from zoo.layers import CosineLogits
+from zoo.losses import MarginLoss
+from zoo.recipes import load_recipe
+from zoo.tasks import faces
+
+# ---------------------------------------------------------------------------------------------
+# Margin losses
+
+
+def _logits(loss, labels, cosines):
+    return keras.ops.convert_to_numpy(
+        loss.logits(np.asarray(labels), np.asarray(cosines, "float32"))
+    )
+
+
+def test_arcface_adds_the_angle_margin_on_the_true_class_only():
+    cos = np.array([[0.8, 0.1, -0.3], [0.2, 0.6, 0.0]], "float32")
+    got = _logits(MarginLoss(scale=4.0, m2=0.5), [0, 1], cos)
+    want = 4.0 * cos.astype(np.float64)
+    want[0, 0] = 4.0 * math.cos(math.acos(0.8) + 0.5)
+    want[1, 1] = 4.0 * math.cos(math.acos(0.6) + 0.5)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_arcface_falls_back_where_the_angle_passes_pi():
+    # cos θ = -0.95: θ = 2.82 rad, θ + 0.5 > π; the logit is cos θ − m·sin(m).
+    cos = np.array([[-0.95, 0.3]], "float32")
+    got = _logits(MarginLoss(scale=2.0, m2=0.5), [0], cos)
+    assert math.acos(-0.95) + 0.5 > math.pi
+    np.testing.assert_allclose(got[0, 0], 2.0 * (-0.95 - 0.5 * math.sin(0.5)), rtol=1e-5)
+    np.testing.assert_allclose(got[0, 1], 2.0 * 0.3, rtol=1e-6)
+
+
+def test_cosface_and_combined_margins():
+    cos = np.array([[0.5, 0.4]], "float32")
+    np.testing.assert_allclose(
+        _logits(MarginLoss(scale=10.0, m3=0.35), [1], cos), [[5.0, 10.0 * (0.4 - 0.35)]], rtol=1e-5
+    )
+    combined = _logits(MarginLoss(scale=3.0, m1=1.0, m2=0.3, m3=0.2), [0], cos)
+    np.testing.assert_allclose(
+        combined, [[3.0 * (math.cos(math.acos(0.5) + 0.3) - 0.2), 3.0 * 0.4]], rtol=1e-5
+    )
+    # No margin: the normalised softmax.
+    np.testing.assert_allclose(_logits(MarginLoss(scale=3.0), [0], cos), [[1.5, 1.2]], rtol=1e-6)
+
+
+def test_margin_loss_is_the_cross_entropy_of_its_logits():
+    cos = np.array([[0.7, 0.2, -0.1]], "float32")
+    loss = MarginLoss(scale=5.0, m2=0.5)
+    logits = _logits(loss, [0], cos)[0]
+    want = -logits[0] + np.log(np.exp(logits).sum())
+    assert float(loss(np.array([0]), cos)) == pytest.approx(want, rel=1e-5)
+    with pytest.raises(ValueError, match="scale > 0"):
+        MarginLoss(scale=0.0)
+
+
+def test_cosine_logits_are_cosines_to_the_class_centres():
+    layer = CosineLogits(3)
+    x = np.array([[3.0, 4.0], [-1.0, 0.0]], "float32")
+    got = keras.ops.convert_to_numpy(layer(x))
+    w = keras.ops.convert_to_numpy(layer.centres)
+    want = (x / np.linalg.norm(x, axis=1, keepdims=True)) @ (w / np.linalg.norm(w, axis=0))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert np.abs(got).max() <= 1.0 + 1e-6
+
+
+def test_default_scale_is_adacos_fixed_scale():
+    head = faces.Head()
+    assert faces.scale(head, 30) == pytest.approx(math.sqrt(2) * math.log(29))
+    assert faces.scale(head, 3) == 4.0  # at least 4
+    assert faces.scale(faces.Head(scale=16.0), 30) == 16.0
+    assert faces.margins(head, "cosface") == (1.0, 0.0, 0.35)
+    assert faces.margins(faces.Head(margin=0.3), "arcface") == (1.0, 0.3, 0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Verification metrics on fixed scores
+
+
+def test_pairs_counts_and_sampling():
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    first, second, genuine = verification.pairs(labels, 10_000, 0)
+    assert genuine.sum() == 3 and (~genuine).sum() == 12
+    assert np.all(labels[first[genuine]] == labels[second[genuine]])
+    _, _, sampled = verification.pairs(labels, 5, 0)
+    assert sampled.sum() == 3 and (~sampled).sum() == 5
+
+
+def test_roc_auc_eer_and_tar_match_scikit_learn():
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    rng = np.random.default_rng(0)
+    genuine = np.r_[np.ones(200, bool), np.zeros(2000, bool)]
+    scores = np.where(genuine, rng.normal(0.6, 0.15, 2200), rng.normal(0.1, 0.15, 2200))
+    embeddings_free = verification  # the functions below take scores directly
+    fpr, tpr, thr = roc_curve(genuine, scores, drop_intermediate=False)
+    threshold, tar = embeddings_free.threshold_at_far(scores, genuine, 0.01)
+    assert np.mean(scores[~genuine] >= threshold) <= 0.01
+    # The lowest such threshold: one step lower lets more than 1% of impostors through.
+    lower = scores[scores < threshold].max()
+    assert np.mean(scores[~genuine] >= lower) > 0.01
+    assert tar == pytest.approx(np.mean(scores[genuine] >= threshold))
+    assert tar == pytest.approx(tpr[fpr <= 0.01].max())
+    eer = verification.equal_error_rate(scores, genuine)
+    k = np.argmin(np.abs(fpr - (1 - tpr)))
+    assert eer == pytest.approx((fpr[k] + 1 - tpr[k]) / 2)
+    assert 0.02 < eer < 0.1
+    assert roc_auc_score(genuine, scores) > 0.97
+
+
+def test_threshold_at_far_on_hand_made_scores():
+    # Impostors 0.1 .. 1.0 (10): at FAR 0.1 one may pass: the threshold is the top one, 1.0.
+    impostor = np.linspace(0.1, 1.0, 10)
+    genuine_scores = np.array([0.95, 0.5])
+    scores = np.r_[genuine_scores, impostor]
+    genuine = np.r_[True, True, np.zeros(10, bool)]
+    threshold, tar = verification.threshold_at_far(scores, genuine, 0.1)
+    assert threshold == pytest.approx(0.95) and tar == 0.5
+    # At FAR 0.05 none may pass: above every impostor, so no genuine pair either.
+    threshold, tar = verification.threshold_at_far(scores, genuine, 0.05)
+    assert threshold > 1.0 and tar == 0.0
+
+
+def test_best_threshold_and_ten_fold_accuracy():
+    scores = np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])
+    genuine = np.array([False, False, False, True, True, True])
+    threshold, accuracy = verification.best_threshold(scores, genuine)
+    assert 0.3 < threshold < 0.7 and accuracy == 1.0
+    rng = np.random.default_rng(1)
+    g = np.r_[np.ones(100, bool), np.zeros(400, bool)]
+    s = np.where(g, rng.uniform(0.5, 1, 500), rng.uniform(0, 0.5, 500))
+    mean, spread, used = verification.verification_accuracy(s, g, seed=0)
+    assert mean == 1.0 and spread == 0.0 and used == 200  # balanced: 100 + 100
+    s_noisy = np.where(g, rng.normal(0.6, 0.2, 500), rng.normal(0.4, 0.2, 500))
+    mean, _, _ = verification.verification_accuracy(s_noisy, g, seed=0)
+    assert 0.6 < mean < 0.85
+
+
+def test_identification_rank1_on_made_up_embeddings():
+    e = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [0.8, 0.6]], "float32")
+    labels = np.array([0, 0, 1, 1, 1])
+    # Gallery: images 0 and 2; probes 1 (-> 0, right), 3 (-> 1, right), 4 (-> 0, wrong).
+    accuracy, probes = verification.identification(e, labels)
+    assert probes == 3 and accuracy == pytest.approx(2 / 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Identity split and recipe rules
+
+
+def test_identity_split_by_name_count_and_fraction():
+    names = [f"s{k}" for k in range(1, 11)]
+    train, held = identity_split(names, ["s3", "s7"], 0)
+    assert held == ["s3", "s7"] and len(train) == 8 and not set(train) & set(held)
+    train, held = identity_split(names, 4, 0)
+    assert len(held) == 4 and sorted(train + held) == sorted(names)
+    assert identity_split(names, 4, 0) == (train, held)  # seeded
+    assert identity_split(names, 4, 1) != (train, held)
+    assert len(identity_split(names, 0.3, 0)[1]) == 3
+    with pytest.raises(ZooError, match="'s99', not identities"):
+        identity_split(names, ["s1", "s99"], 0)
+    with pytest.raises(ZooError, match="at most 8"):
+        identity_split(names, 9, 0)
+
+
+def test_identity_split_never_leaks_a_file(tmp_path):
+    path = shared_data("att_faces")
+    recipe = load_recipe("arcface_att_faces", [f"data.path='{path}'", "data.eval_identities=12"])
+    (train_files, _), (eval_files, _), train_names, eval_names = image_folder.identity_files(
+        recipe.data, path, image_folder.class_folders(path), 42
+    )
+    train_folders = {f.split("/")[-2] for f in train_files}
+    eval_folders = {f.split("/")[-2] for f in eval_files}
+    assert train_folders == set(train_names) and eval_folders == set(eval_names)
+    assert not train_folders & eval_folders
+    assert len(eval_names) == 12 and len(train_names) == 28
+    assert len(eval_files) == 120 and len(train_files) == 280
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.eval_identities=[]"], "eval_identities"),
+        (['model={name="resnet18"}'], "embedding head over model.backbone"),
+        (["compile.loss='dice'"], "not a faces loss"),
+        (['phases=[{epochs=1, loss="ce"}]'], r"phases\[0\].loss 'ce' is not a faces loss"),
+        (['augment=[{layer="MixUp"}]'], "blends two identities"),
+        (["model.head.margins=[1.0, 0.2, 0.1]"], 'go with compile.loss = "combined"'),
+        (["model.head.margin=2.0"], "model.head.margin"),
+        (["data.source='segmentation_folder'"], "segmentation_masks"),
+    ],
+)
+def test_faces_recipe_errors(overrides, message):
+    with pytest.raises(ZooError, match=message):
+        load_recipe("arcface_att_faces", overrides)
+
+
+def test_eval_identities_required_for_faces_and_refused_elsewhere(tmp_path):
+    from zoo.recipes.loader import builtin_dir
+
+    text = (builtin_dir() / "arcface_att_faces.toml").read_text()
+    text = text.replace("eval_identities = 10\n", "")
+    (tmp_path / "no_ids.toml").write_text(text)
+    with pytest.raises(ZooError, match="set data.eval_identities"):
+        load_recipe(str(tmp_path / "no_ids.toml"))
+    with pytest.raises(ZooError, match="is for task 'faces'"):
+        load_recipe("lenet_digits", ["data.eval_identities=5"])
+
+
+# ---------------------------------------------------------------------------------------------
+# A real run on AT&T faces
+
+
+@pytest.fixture(scope="module")
+def faces_run(tmp_path_factory):
+    """ArcFace over a small ResNet, trained briefly on 30 AT&T identities, 10 held out."""
+    path = shared_data("att_faces")
+    recipe = load_recipe(
+        "arcface_att_faces",
+        [
+            f"data.path='{path}'",
+            'phases=[{epochs=2, loss="softmax"}, {epochs=3}]',
+        ],
+    )
+    out = tmp_path_factory.mktemp("faces") / "run"
+    return zoo.train(recipe, output=out, log=lambda *a, **k: None)
+
+
+def test_faces_run_verifies_unseen_identities(faces_run):
+    metrics = json.loads((faces_run / "metrics.json").read_text())
+    assert metrics["eval_identities"] == 10 and metrics["eval_examples"] == 100
+    assert metrics["genuine_pairs"] == 10 * 45 and metrics["impostor_pairs"] == 4500
+    # Chance is 0.5: a short run on identities it never saw is far above it.
+    assert metrics["roc_auc"] > 0.8, metrics
+    assert metrics["eer"] < 0.3
+    assert 0 <= metrics["far_at_threshold"] <= 0.01
+    assert "tar_at_far_0.01" in metrics and "tar_at_far_0.001" in metrics
+    assert metrics["identification_rank1"] > 0.5
+    for name in ("roc.png", "similarities.png", "curves.png", "verification.json"):
+        assert (faces_run / name).is_file(), name
+    saved = json.loads((faces_run / "verification.json").read_text())
+    assert saved["threshold"] == metrics["threshold"] and saved["embedding_dim"] == 128
+    # The saved model is the embedding model: image in, unit vector out.
+    model = keras.saving.load_model(faces_run / "model.keras")
+    assert len(model.inputs) == 1 and tuple(model.output.shape) == (None, 128)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 56, 1)).astype("float32")
+    np.testing.assert_allclose(np.linalg.norm(model.predict(x, verbose=0), axis=1), 1, rtol=1e-5)
+
+
+def test_faces_export_int8_keeps_embeddings_and_auc(faces_run):
+    report = zoo.export(faces_run, format="tflite", quantize="int8")
+    assert report["task"] == "faces" and report["agreement"] == "min_cosine"
+    assert report["min_cosine"] >= 0.98 and report["mean_cosine"] >= report["min_cosine"]
+    assert abs(report["export_roc_auc"] - report["keras_roc_auc"]) <= 0.01
+
+
+@pytest.mark.slow
+def test_faces_export_onnx(faces_run):
+    report = zoo.export(faces_run, format="onnx")
+    assert report["min_cosine"] >= 0.999
+    assert report["export_roc_auc"] == pytest.approx(report["keras_roc_auc"], abs=1e-4)
+
+
+def test_verify_embed_identify_commands(faces_run, tmp_path):
+    path = shared_data("att_faces")
+    metrics = json.loads((faces_run / "metrics.json").read_text())
+    unseen = metrics["eval_identity_names"]
+    assert not set(unseen) & set(metrics["classes"]) and len(unseen) == 10
+    a, b, c = path / unseen[0] / "1.pgm", path / unseen[0] / "2.pgm", path / unseen[1] / "1.pgm"
+    code, out, err = zoo_cli("verify", str(faces_run), str(a), str(b), "--json")
+    assert code == 0, err[-2000:]
+    same = json.loads(out)
+    assert (
+        same["threshold"] == json.loads((faces_run / "verification.json").read_text())["threshold"]
+    )
+    assert (
+        same["similarity"]
+        > json.loads(zoo_cli("verify", str(faces_run), str(a), str(c), "--json")[1])["similarity"]
+    )
+    code, out, _ = zoo_cli("verify", str(faces_run), str(a), str(b))
+    assert code == 0 and "threshold" in out and ("same" in out or "different" in out)
+    code, out, _ = zoo_cli("embed", str(faces_run), str(a), str(c), "--json")
+    rows = json.loads(out)
+    assert len(rows) == 2 and len(rows[0]["embedding"]) == 128
+    assert np.linalg.norm(rows[0]["embedding"]) == pytest.approx(1, abs=1e-5)
+    # A gallery of the unseen identities, the probe image left out.
+    gallery = tmp_path / "gallery"
+    for name in unseen[:5]:
+        (gallery / name).mkdir(parents=True)
+        for k in range(2, 6):
+            Image.open(path / name / f"{k}.pgm").save(gallery / name / f"{k}.png")
+    code, out, err = zoo_cli(
+        "identify", str(faces_run), str(a), "--gallery", str(gallery), "--json"
+    )
+    assert code == 0, err[-2000:]
+    ranking = json.loads(out)
+    assert [m["identity"] for m in ranking["matches"]][:1] == [unseen[0]]
+    assert len(ranking["matches"]) == 5 and ranking["matches"][0]["images"] == 4
+    # The Python API agrees with the command.
+    vectors = zoo.embed(faces_run, [a, c])
+    assert float(vectors[0] @ vectors[1]) == pytest.approx(
+        zoo.verify(faces_run, a, c)["similarity"], abs=1e-5
+    )
+
+
+def test_face_commands_refuse_bad_input(faces_run, tmp_path):
+    path = shared_data("att_faces")
+    code, _, err = zoo_cli(
+        "verify", str(faces_run), str(path / "README.md"), str(path / "s1/1.pgm")
+    )
+    assert code == 2 and "cannot read image" in err and "Traceback" not in err
+    (tmp_path / "empty" / "nobody").mkdir(parents=True)
+    code, _, err = zoo_cli(
+        "identify", str(faces_run), str(path / "s1/1.pgm"), "--gallery", str(tmp_path / "empty")
+    )
+    assert code == 2 and "holds no identities" in err
+    code, _, err = zoo_cli(
+        "identify", str(faces_run), str(path / "s1/1.pgm"), "--gallery", str(tmp_path / "none")
+    )
+    assert code == 2 and "is not a folder" in err
+    model = tmp_path / "bare.keras"
+    keras.saving.load_model(faces_run / "model.keras").save(model)
+    code, _, err = zoo_cli("verify", str(model), str(path / "s1/1.pgm"), str(path / "s1/2.pgm"))
+    assert code == 2 and "no calibrated threshold" in err
+    code, out, _ = zoo_cli(
+        "verify", str(model), str(path / "s1/1.pgm"), str(path / "s1/2.pgm"), "--threshold", "0.5"
+    )
+    assert code == 0 and "threshold 0.5000" in out
+
+
+def test_lfw_recipe_splits_tfds_names_by_identity(mock_tfds):
+    import tensorflow as tf
+
+    from zoo.data import build
+
+    names = [f"person_{k}" for k in range(6)]
+
+    def fake_lfw(self, split, decoders=None, read_config=None, **kwargs):
+        rng = np.random.default_rng(0)
+        images = rng.integers(0, 255, (24, 40, 40, 3), dtype=np.uint8)
+        labels = [names[k % 6] for k in range(24)]
+        return tf.data.Dataset.from_tensor_slices({"image": images, "label": labels})
+
+    recipe = load_recipe(
+        "arcface_resnet50_lfw",
+        [
+            "model.backbone_weights='none'",
+            "data.image_size=[32, 32]",
+            "data.batch_size=8",
+            "data.eval_identities=['person_1', 'person_4']",
+        ],
+    )
+    with mock_tfds(as_dataset_fn=fake_lfw):
+        data = build(recipe)
+        assert data.class_names == ["person_0", "person_2", "person_3", "person_5"]
+        assert data.eval_class_names == ["person_1", "person_4"]
+        assert (data.train_count, data.eval_count) == (16, 8)
+        train = np.concatenate([y.numpy() for _, y in data.train]).astype(int)
+        held = np.concatenate([y.numpy() for _, y in data.eval]).astype(int)
+    assert sorted(np.bincount(train).tolist()) == [4, 4, 4, 4]
+    assert np.bincount(held).tolist() == [4, 4]
+
+
+def test_faces_run_resumes_with_its_class_centres(tmp_path):
+    """A crash in the margin phase: the resumed run starts from the backed-up centres."""
+    from tests.test_training import Crash
+
+    path = shared_data("att_faces")
+    recipe = load_recipe(
+        "arcface_att_faces",
+        [
+            f"data.path='{path}'",
+            "data.image_size=[32, 28]",
+            "data.max_per_class=3",
+            "data.eval_identities=5",
+            "data.batch_size=16",
+            'phases=[{epochs=1, loss="softmax"}, {epochs=2}]',
+            "fit.verbose=0",
+        ],
+    )
+    saved = {}
+
+    class Remember(Crash):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == self.epoch:
+                saved["centres"] = self.model.get_layer("head_centres").get_weights()[0]
+            super().on_epoch_begin(epoch, logs)
+
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        zoo.train(recipe, output=out, callbacks=[Remember(2)], log=lambda *a, **k: None)
+    restored = {}
+
+    class Restored(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            restored["centres"] = self.model.get_layer("head_centres").get_weights()[0]
+            restored["loss"] = self.model.loss.get_config()
+
+    run = zoo.train(
+        recipe, output=out, resume=True, callbacks=[Restored()], log=lambda *a, **k: None
+    )
+    np.testing.assert_array_equal(restored["centres"], saved["centres"])
+    assert restored["loss"]["m2"] == 0.5  # the margin phase's loss, not the warm-up's
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 3 and metrics["eval_examples"] == 15

@@ -1,0 +1,95 @@
+"""The task seam: every module of zoo.tasks passes one contract (see zoo/tasks/__init__.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydantic
+import pytest
+
+from zoo import tasks
+from zoo.export import QUANTIZATIONS
+from zoo.recipes import list_recipes, load_recipe
+
+FUNCTIONS = (
+    "check",
+    "net",
+    "trainer",
+    "encode",
+    "loss",
+    "metrics",
+    "evaluate",
+    "parity",
+    "describe_parity",
+    "present",
+    "describe",
+)
+
+
+def _outputs(task, rng) -> np.ndarray:
+    """Four made-up model outputs of the task's shape (probabilities, or unit vectors)."""
+    rank = task.OUTPUT_RANK or 2
+    shape = {2: (4, 3), 4: (4, 8, 8, 3)}[rank]
+    x = rng.uniform(0.01, 1, shape)
+    if task.ACTIVATION == "softmax":
+        return x / x.sum(-1, keepdims=True)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize("name", tasks.names())
+def test_task_module_contract(name, tmp_path):
+    task = tasks.get(name)
+    assert isinstance(task.TARGET, str) and task.TARGET in ("labels", "segmentation_masks")
+    assert isinstance(task.MONITOR, str) and isinstance(task.VALIDATE, bool)
+    assert task.ACTIVATION in ("softmax", "linear")
+    assert task.OUTPUT_RANK is None or task.OUTPUT_RANK in (2, 4)
+    assert set(task.TOLERANCE) == set(QUANTIZATIONS)
+    assert all(0 < v <= 1 for v in task.TOLERANCE.values())
+    assert task.PARITY_EXAMPLES is None or task.PARITY_EXAMPLES > 0
+    assert issubclass(task.Head, pydantic.BaseModel)
+    task.Head()  # every head key has a default
+    for fn in FUNCTIONS:
+        assert callable(getattr(task, fn)), fn
+    # An export identical to Keras agrees fully; a perturbed one less.
+    rng = np.random.default_rng(0)
+    reference = _outputs(task, rng)
+    same = task.parity(reference, reference.copy(), None, None)
+    assert same[task.AGREEMENT] == pytest.approx(1.0)
+    assert same["max_abs_diff"] == 0.0 and same["examples"] == 4
+    other = task.parity(reference, _outputs(task, rng), None, None)
+    assert other[task.AGREEMENT] < 1.0
+    rows = task.describe_parity({**same, "tolerance": task.TOLERANCE["none"]})
+    assert rows and all(isinstance(k, str) and isinstance(v, str) for k, v in rows)
+    # What `zoo predict` gives for each image, and prints.
+    from PIL import Image
+
+    images = []
+    for k in range(4):
+        images.append(str(tmp_path / f"image{k}.png"))
+        Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(images[-1])
+    pixels = [rng.uniform(0, 255, (8, 8, 1)).astype("float32")] * 4
+    results = task.present(
+        images,
+        list(reference),
+        ["a", "b", "c"],
+        top_k=2,
+        output=tmp_path,
+        recipe=None,
+        pixels=pixels,
+    )
+    assert [r["image"] for r in results] == images and all(r["task"] == name for r in results)
+    assert all(isinstance(line, str) for r in results for line in task.describe(r))
+
+
+@pytest.mark.parametrize("name", tasks.names())
+def test_every_task_has_a_shipped_recipe_its_check_accepts(name):
+    shipped = [r for r in list_recipes() if load_recipe(r).task == name]
+    assert shipped, f"no shipped recipe for task {name}"
+    for recipe in shipped:
+        tasks.get(name).check(load_recipe(recipe))
+
+
+def test_unknown_task_is_a_clear_error():
+    from zoo.errors import ZooError
+
+    with pytest.raises(ZooError, match="task"):
+        tasks.get("detection")

@@ -1,0 +1,264 @@
+"""Faces: an embedding per image, trained with a margin softmax over the training identities
+and judged by open-set verification on identities it never saw.
+
+The recipe's model is the embedding model (image in, unit vector out): it is what a run saves,
+evaluates and exports. Training wraps it in `trainer`: cosine logits against one centre per
+training identity (`zoo.layers.CosineLogits`), with ArcFace's, CosFace's or insightface's
+combined margin applied by the loss (`zoo.losses.MarginLoss`). The identities in
+`data.eval_identities` are held out; the eval split is all their images, scored by pairs
+(see zoo.verification), so there is no validation during training.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from zoo.tasks import _common
+
+TARGET = "labels"
+MONITOR = "loss"  # the eval identities are not classes of the training model
+VALIDATE = False
+ACTIVATION = "linear"
+# An embedding is a vector like a classifier's scores: the task is known from a recipe only.
+OUTPUT_RANK = None
+AGREEMENT = "min_cosine"
+PARITY_EXAMPLES = None
+# Minimum cosine similarity of every exported embedding with Keras', by quantization.
+TOLERANCE = {"none": 0.999, "dynamic": 0.98, "float16": 0.999, "int8": 0.98}
+# compile.loss -> (m1, m2, m3) with the head's `margin` in its place.
+LOSSES = ("arcface", "cosface", "combined", "softmax")
+DEFAULT_MARGIN = {"arcface": 0.5, "cosface": 0.35}
+DEFAULT_MARGINS = (1.0, 0.3, 0.2)  # insightface's combined margin
+METRICS = ("accuracy",)
+REFUSED = {
+    "MixUp": "it blends two identities into one image",
+    "CutMix": "it pastes one identity into another",
+}
+SOURCES = ("image_folder", "tfds")
+
+
+class Head(BaseModel):
+    """The embedding head over `model.backbone` (zoo.heads.embedding) and the margin softmax
+    that trains it: `scale` s (default √2·ln(C−1), AdaCos' fixed scale for C training
+    identities, at least 4), `margin` m of ArcFace (radians, default 0.5) or CosFace (default
+    0.35), `margins` (m1, m2, m3) of the combined loss."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    embedding_dim: Annotated[int, Field(gt=0)] = 128
+    pooling: Literal["avg", "max", "flatten"] = "avg"
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    scale: Annotated[float, Field(gt=0)] | None = None
+    margin: Annotated[float, Field(ge=0, lt=math.pi / 2)] | None = None
+    margins: Annotated[list[float], Field(min_length=3, max_length=3)] | None = None
+
+
+def check(recipe) -> None:
+    if recipe.model.backbone is None:
+        raise ValueError(
+            "task 'faces' trains an embedding head over model.backbone: set model.backbone "
+            '(e.g. "resnet18"), not model.name'
+        )
+    for key, name in _common.losses(recipe):
+        if name not in (None, *LOSSES):
+            raise ValueError(f"{key} {name!r} is not a faces loss; allowed: {', '.join(LOSSES)}")
+    for name in recipe.compile.metrics or ():
+        if name not in METRICS:
+            raise ValueError(
+                f"compile.metrics: {name!r} is not a faces metric; allowed: {', '.join(METRICS)}"
+            )
+    if recipe.compile.label_smoothing:
+        raise ValueError("compile.label_smoothing is for classification; leave it out")
+    if recipe.compile.class_weights is not None:
+        raise ValueError("compile.class_weights is for segmentation; leave it out")
+    for layer in recipe.augment:
+        if layer.layer in REFUSED:
+            raise ValueError(
+                f"augment: {layer.layer} cannot be used for faces: {REFUSED[layer.layer]}"
+            )
+    _common.refuse_other_tasks_keys(recipe)
+    if recipe.data.source not in SOURCES:
+        raise ValueError(
+            f"task 'faces' reads one folder of images per identity: data.source "
+            f"{' or '.join(map(repr, SOURCES))}, not {recipe.data.source!r}"
+        )
+    if recipe.data.eval_identities is None:
+        raise ValueError(
+            "task 'faces' verifies on identities it never trained on: set "
+            "data.eval_identities to a list of identity folders, a count (10) or a fraction "
+            "(0.25) of the identities"
+        )
+    head = _common.head_config(recipe, Head)
+    combined = any(name == "combined" for _, name in _common.losses(recipe))
+    if head.margins is not None:
+        m1, m2, m3 = head.margins
+        if not combined:
+            raise ValueError('model.head.margins (m1, m2, m3) go with compile.loss = "combined"')
+        if m1 < 1 or m2 < 0 or m3 < 0:
+            raise ValueError(
+                f"model.head.margins needs m1 >= 1, m2 >= 0, m3 >= 0; got {head.margins}"
+            )
+
+
+def scale(head: Head, classes: int) -> float:
+    """s: the head's, else AdaCos' fixed scale √2·ln(C−1) (at least 4)."""
+    if head.scale is not None:
+        return head.scale
+    return max(math.sqrt(2) * math.log(max(classes - 1, 1)), 4.0)
+
+
+def margins(head: Head, loss_name: str) -> tuple[float, float, float]:
+    """(m1, m2, m3) of a loss name with the head's margin settings."""
+    if loss_name == "arcface":
+        return 1.0, head.margin if head.margin is not None else DEFAULT_MARGIN["arcface"], 0.0
+    if loss_name == "cosface":
+        return 1.0, 0.0, head.margin if head.margin is not None else DEFAULT_MARGIN["cosface"]
+    if loss_name == "combined":
+        return tuple(head.margins or DEFAULT_MARGINS)
+    return 1.0, 0.0, 0.0
+
+
+def net(recipe, shape, classes: int, activation, preprocessing):
+    """The embedding model: the embedding head over the backbone (`classes` is the training
+    model's; see `trainer`)."""
+    from zoo import heads
+
+    head = _common.head_config(recipe, Head)
+    return heads.embedding(
+        _common.features(recipe, shape, _common.model_args(recipe), preprocessing),
+        head.embedding_dim,
+        pooling=head.pooling,
+        dropout=head.dropout,
+        name=recipe.model.backbone,
+    )
+
+
+def trainer(recipe, model, classes: int):
+    """The model `fit` trains: the embedding model's output against `classes` class centres,
+    as cosines (the loss adds the margin and the scale)."""
+    import keras
+
+    from zoo.layers import CosineLogits
+
+    cosines = CosineLogits(classes, name="head_centres")(model.output)
+    return keras.Model(model.input, cosines, name=f"{model.name}_training")
+
+
+def encode(recipe, classes: int):
+    return None
+
+
+def loss(recipe, classes: int):
+    from zoo.losses import MarginLoss
+
+    head = _common.head_config(recipe, Head)
+    m1, m2, m3 = margins(head, recipe.compile.loss or "arcface")
+    return MarginLoss(
+        scale(head, classes), m1=m1, m2=m2, m3=m3, name=recipe.compile.loss or "arcface"
+    )
+
+
+def metrics(recipe, classes: int) -> list:
+    import keras
+
+    return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+
+
+def embeddings(model, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings, labels) of a dataset of (images, labels) batches."""
+    import keras
+
+    vectors, labels = [], []
+    for x, y in dataset:
+        vectors.append(keras.ops.convert_to_numpy(model.predict_on_batch(x)))
+        labels.append(np.asarray(y))
+    return np.concatenate(vectors), np.concatenate(labels)
+
+
+def evaluate(model, data, run, recipe) -> dict:
+    """Verification on the eval identities (ROC AUC, EER, TAR at FAR, 10-fold accuracy, the
+    threshold at eval.target_far) and rank-1 identification; writes roc.png,
+    similarities.png and the threshold (verification.json) into `run`."""
+    from pathlib import Path
+
+    from zoo import verification
+
+    vectors, labels = embeddings(model, data.eval)
+    result = verification.scores(
+        vectors,
+        labels,
+        target_far=recipe.eval.target_far,
+        max_impostors=recipe.eval.impostor_pairs,
+        seed=recipe.runtime.seed,
+    )
+    s, genuine = result.pop("_scores"), result.pop("_genuine")
+    result["eval_identities"] = len(np.unique(labels))
+    result["eval_identity_names"] = list(data.eval_class_names or [])
+    if run is not None:
+        run = Path(run)
+        verification.plot(s, genuine, result["threshold"], result["target_far"], run)
+        verification.write_threshold(run, result, vectors.shape[-1])
+    return result
+
+
+def parity(reference: np.ndarray, exported: np.ndarray, targets, class_names) -> dict:
+    """Cosine similarity of each exported embedding with Keras' (min and mean), and the ROC
+    AUC of both on the eval pairs."""
+    from zoo import verification
+
+    cos = np.sum(verification.unit(reference) * verification.unit(exported), axis=1)
+    diff = np.abs(reference - exported)
+    report = {
+        "examples": int(len(reference)),
+        "max_abs_diff": float(diff.max()),
+        "max_rel_diff": float((diff / np.maximum(np.abs(reference), 1e-6)).max()),
+        "min_cosine": float(cos.min()),
+        "mean_cosine": float(cos.mean()),
+    }
+    if targets is not None and len(np.unique(targets)) > 1:
+        from sklearn.metrics import roc_auc_score
+
+        first, second, genuine = verification.pairs(np.asarray(targets), 200_000, 0)
+        if genuine.any() and not genuine.all():
+            for name, vectors in (("keras", reference), ("export", exported)):
+                s = verification.similarities(vectors, first, second)
+                report[f"{name}_roc_auc"] = float(roc_auc_score(genuine, s))
+    return report
+
+
+def describe_parity(report: dict) -> list[tuple[str, str]]:
+    rows = [
+        (
+            "cosine",
+            f"min {report['min_cosine']:.5f}, mean {report['mean_cosine']:.5f} "
+            f"(tolerance {report['tolerance']})",
+        )
+    ]
+    if "keras_roc_auc" in report:
+        rows.append(
+            (
+                "ROC AUC",
+                f"{report['export_roc_auc']:.4f} exported, {report['keras_roc_auc']:.4f} Keras",
+            )
+        )
+    return rows
+
+
+def present(images, outputs, class_names, **_) -> list[dict]:
+    """The unit embedding of each image file."""
+    from zoo import verification
+
+    vectors = verification.unit(np.stack(outputs))
+    return [
+        {"task": "faces", "image": str(path), "embedding": [float(v) for v in row]}
+        for path, row in zip(images, vectors, strict=True)
+    ]
+
+
+def describe(result: dict) -> list[str]:
+    e = result["embedding"]
+    head = ", ".join(f"{v:+.3f}" for v in e[:4])
+    return [result["image"], f"  embedding of {len(e)} values: [{head}, ...]"]

@@ -162,6 +162,60 @@ def test_joint_augmentation_keeps_masks_on_their_images(tmp_path):
     assert y.dtype == "int32"
 
 
+def test_training_crops_keep_masks_on_their_images(tmp_path):
+    write_pairs(tmp_path / "train", 8, size=(64, 64))
+    recipe = seg_recipe(
+        tmp_path,
+        "data.image_size=[64, 64]",
+        "data.crop_size=[32, 16]",
+        "data.validation_split=0.25",
+        "augment=[{layer='RandomFlip'}]",
+    )
+    data = build(recipe)
+    x, y = next(iter(data.train))
+    assert x.shape == (4, 32, 16, 1) and y.shape == (4, 32, 16, 1)
+    np.testing.assert_array_equal(x.numpy() > 140, y.numpy() == 1)
+    # Eval images stay whole; two epochs cut different windows.
+    assert next(iter(data.eval))[0].shape[1:3] == (64, 64)
+    first = [b[0].numpy() for b in data.train]
+    second = [b[0].numpy() for b in data.train]
+    assert any(not np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+def test_crop_trained_unet_keeps_whole_image_input(tmp_path):
+    write_pairs(tmp_path / "train", 8, size=(64, 64))
+    write_pairs(tmp_path / "test", 4, size=(64, 64), seed=1)
+    recipe = seg_recipe(
+        tmp_path,
+        "data.image_size=[64, 64]",
+        "data.crop_size=[32, 32]",
+        "model.args={base_filters=4, depth=2}",
+        "fit.epochs=1",
+        *QUIET,
+    )
+    run = zoo.train(recipe, output=tmp_path / "run", log=lambda *a, **k: None)
+    model = keras.saving.load_model(run / rundir.MODEL)
+    assert tuple(model.input.shape) == (None, 64, 64, 1)
+    assert tuple(model.output.shape) == (None, 64, 64, 2)
+    assert json.loads((run / rundir.METRICS).read_text())["eval_examples"] == 4
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.crop_size=[512, 128]", "larger than data.image_size"),
+        ("data.crop_size=[100, 128]", "must be a multiple of 16"),
+    ],
+)
+def test_crop_size_errors(override, message):
+    with pytest.raises(ZooError, match=message):
+        load_recipe("unet_membrane", [override])
+    with pytest.raises(ZooError, match="fully convolutional registered model"):
+        load_recipe("unet_resnet34_membrane", ["data.crop_size=[128, 128]"])
+    with pytest.raises(ZooError, match="is for task 'segmentation'"):
+        load_recipe("lenet_digits", ["data.crop_size=[8, 8]"])
+
+
 @pytest.mark.parametrize("layer", sorted(segmentation.REFUSED))
 def test_layers_that_cannot_move_masks_are_refused(tmp_path, layer):
     with pytest.raises(ZooError, match=f"augment: {layer} cannot be used for segmentation"):

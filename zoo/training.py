@@ -44,12 +44,14 @@ def build_model(recipe: Recipe, classes: int, precision: str = "float32") -> ker
     float16 probabilities lose the small ones."""
     height, width = recipe.data.image_size
     shape = (height, width, recipe.data.channels)
+    # Trained on crops: the net takes any size; the model, the size of whole images.
+    net_shape = (None, None, recipe.data.channels) if recipe.data.crop_size else shape
     mixed = precision.startswith("mixed")
     task = tasks.get(recipe.task)
     activation = recipe.model.args.get("classifier_activation", task.ACTIVATION)
     preprocessing = data_lib.preprocessing(recipe.data)
     with _dtype_policy(precision):
-        net = task.net(recipe, shape, classes, None if mixed else activation, preprocessing)
+        net = task.net(recipe, net_shape, classes, None if mixed else activation, preprocessing)
     inputs = keras.Input(shape=shape, name="image")
     x = inputs
     for layer in preprocessing:

@@ -89,6 +89,20 @@ def _prepare(ds, cfg: DataConfig):
     return ds.map(fix, num_parallel_calls=AUTOTUNE)
 
 
+def _cropper(cfg: DataConfig, seed: int):
+    """A random `data.crop_size` window of each image and the same window of its mask: a new
+    window each epoch, the sequence fixed by the seed."""
+    height, width = cfg.crop_size
+    channels = cfg.channels
+
+    def crop(example):
+        both = tf.concat([example["images"], example[MASKS]], axis=-1)
+        both = tf.image.random_crop(both, (height, width, channels + 1), seed=seed)
+        return {**example, "images": both[..., :channels], MASKS: both[..., channels:]}
+
+    return crop
+
+
 def augmenter(recipe: Recipe):
     """The [[augment]] layers as one function on batch dicts, or None."""
     import keras
@@ -125,6 +139,8 @@ def build(recipe: Recipe, *, training: bool = True) -> Data:
             ds = ds.shuffle(
                 min(cfg.shuffle_buffer, ex.count), seed=seed, reshuffle_each_iteration=True
             )
+        if is_train and cfg.crop_size:
+            ds = ds.map(_cropper(cfg, seed), num_parallel_calls=AUTOTUNE)
         ds = ds.batch(cfg.batch_size, num_parallel_calls=AUTOTUNE)
         # Masks go through the augmentation layers as float32 too (their geometric transforms
         # sample with nearest neighbours), and come out as class ids.

@@ -143,6 +143,9 @@ class DataConfig(_Strict):
     eval_split: str | None = "test"
     validation_split: Fraction = 0.1
     image_size: Annotated[list[PositiveInt], Field(min_length=2, max_length=2)]
+    # segmentation: train on random crops of this size of the images at image_size (the model
+    # is fully convolutional); evaluation, the saved model and exports take image_size.
+    crop_size: Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] | None = None
     channels: Literal[1, 3] = 3
     normalization: Literal["scale", "standardize", "none"] = "scale"
     mean: list[float] | None = None

@@ -70,7 +70,13 @@ def losses(recipe) -> list[tuple[str, str | None]]:
 
 
 def refuse_other_tasks_keys(recipe) -> None:
-    """Recipe keys only another task reads: data.eval_identities (faces)."""
+    """Recipe keys only another task reads: data.eval_identities (faces), data.crop_size
+    (segmentation)."""
+    if recipe.data.crop_size is not None and recipe.task != "segmentation":
+        raise ValueError(
+            "data.crop_size is for task 'segmentation' (training on crops of whole images); "
+            'for other tasks crop with an [[augment]] layer = "RandomCrop"'
+        )
     if recipe.data.eval_identities is not None and recipe.task != "faces":
         raise ValueError(
             f"data.eval_identities is for task 'faces' (identities held out of training); "

@@ -106,6 +106,7 @@ def check(recipe) -> None:
     if recipe.data.max_per_class is not None:
         raise ValueError("data.max_per_class is for classification; leave it out")
     _common.refuse_other_tasks_keys(recipe)
+    _check_crop(recipe)
     weights = recipe.compile.class_weights
     if weights is not None and recipe.data.source == "segmentation_folder":
         from zoo.data.segmentation_folder import class_count
@@ -119,8 +120,33 @@ def check(recipe) -> None:
         _common.head_config(recipe, Head)
 
 
+def _check_crop(recipe) -> None:
+    crop, size = recipe.data.crop_size, recipe.data.image_size
+    if crop is None:
+        return
+    if recipe.model.name is None:
+        raise ValueError(
+            "data.crop_size needs a fully convolutional registered model (model.name = "
+            '"unet"); the decoders over a backbone train at data.image_size: leave '
+            "data.crop_size out"
+        )
+    if crop[0] > size[0] or crop[1] > size[1]:
+        raise ValueError(
+            f"data.crop_size {crop} is larger than data.image_size {size}: crops are cut out "
+            "of the images at data.image_size"
+        )
+    stride = 2 ** recipe.model.args.get("depth", 4)
+    for key, value in (("crop_size", crop), ("image_size", size)):
+        if value[0] % stride or value[1] % stride:
+            raise ValueError(
+                f"data.{key} {value} must be a multiple of {stride} (2**depth of "
+                f"{recipe.model.name}) in both dimensions"
+            )
+
+
 def net(recipe, shape, classes: int, activation, preprocessing):
-    """The registered model (`unet`), or the decoder over the backbone."""
+    """The registered model (`unet`), or the decoder over the backbone. With
+    `data.crop_size`, the net takes any size (None height and width)."""
     from zoo.heads.segmentation import DECODERS
 
     args = _common.model_args(recipe)
@@ -137,8 +163,17 @@ def net(recipe, shape, classes: int, activation, preprocessing):
 
 
 def trainer(recipe, model, classes: int):
-    """The model `fit` trains: the model itself."""
-    return model
+    """The model `fit` trains: the model itself, or with `data.crop_size` its layers (the same
+    weights) behind an input of any size: crops in training, whole images in validation."""
+    if recipe.data.crop_size is None:
+        return model
+    import keras
+
+    inputs = keras.Input((None, None, recipe.data.channels), name="image")
+    x = inputs
+    for layer in model.layers[1:]:  # preprocessing, the fully convolutional net, activation
+        x = layer(x)
+    return keras.Model(inputs, x, name=f"{model.name}_crops")
 
 
 def encode(recipe, classes: int):

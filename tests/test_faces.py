@@ -84,10 +84,10 @@ def test_cosine_logits_are_cosines_to_the_class_centres():
     assert np.abs(got).max() <= 1.0 + 1e-6
 
 
-def test_default_scale_is_adacos_fixed_scale():
+def test_default_scale_and_margins():
     head = faces.Head()
-    assert faces.scale(head, 30) == pytest.approx(math.sqrt(2) * math.log(29))
-    assert faces.scale(head, 3) == 4.0  # at least 4
+    assert faces.scale(head, 30) == 16.0
+    assert faces.scale(head, 100_001) == pytest.approx(math.sqrt(2) * math.log(100_000))
     assert faces.scale(faces.Head(scale=16.0), 30) == 16.0
     assert faces.margins(head, "cosface") == (1.0, 0.0, 0.35)
     assert faces.margins(faces.Head(margin=0.3), "arcface") == (1.0, 0.3, 0.0)

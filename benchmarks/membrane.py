@@ -4,10 +4,12 @@ The peer is the U-Net most Keras tutorials train on this data (zhixuhao/unet's l
 padding): base 32 filters, 256x256 inputs, batch 4, 15 epochs, Adam 1e-4, a sigmoid output
 and binary cross-entropy, no augmentation. Both train on the same files (a folder with
 train/image + train/label, and test/image + test/label as the held-out pairs) and are scored
-the same way: mean IoU of the two classes (membrane, cell) on the held-out pairs at 256x256.
+the same way: mean IoU of the two classes (membrane, cell) on the held-out pairs, the peer at
+256x256 and zoo at its recipe's data.image_size (256x256 unless --set changes it; the 512x512
+originals with data.image_size=[512, 512]).
 Prints seconds and mean IoU of each and their ratios.
 
-    python benchmarks/membrane.py DIR [--set key=value ...]
+    python benchmarks/membrane.py DIR [--recipe unet_membrane_crops] [--set key=value ...]
 """
 
 from __future__ import annotations
@@ -81,12 +83,10 @@ def peer(root: Path, seed: int) -> dict:
     return {"seconds": seconds, "mean_iou": mean_iou(ty, predicted)}
 
 
-def zoo_recipe(root: Path, overrides) -> dict:
+def zoo_recipe(root: Path, name: str, overrides) -> dict:
     import zoo
 
-    recipe = zoo.load_recipe(
-        "unet_membrane", [f"data.path='{root}'", "data.eval_split='test'", *overrides]
-    )
+    recipe = zoo.load_recipe(name, [f"data.path='{root}'", "data.eval_split='test'", *overrides])
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         run = zoo.train(recipe, output=Path(out) / "run", log=lambda *a, **k: None)
@@ -103,14 +103,15 @@ def zoo_recipe(root: Path, overrides) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="train/{image,label} and test/{image,label}")
+    parser.add_argument("--recipe", default="unet_membrane", help="a segmentation recipe")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
-    ours = zoo_recipe(args.folder, args.overrides)
+    ours = zoo_recipe(args.folder, args.recipe, args.overrides)
     theirs = peer(args.folder, args.seed)
     print(f"{'':<22}{'seconds':>10}{'mean IoU':>10}")
     print(f"{'plain Keras U-Net':<22}{theirs['seconds']:>10.1f}{theirs['mean_iou']:>10.4f}")
-    print(f"{'zoo unet_membrane':<22}{ours['seconds']:>10.1f}{ours['mean_iou']:>10.4f}")
+    print(f"{'zoo ' + args.recipe:<22}{ours['seconds']:>10.1f}{ours['mean_iou']:>10.4f}")
     print(
         f"{'zoo / plain':<22}{ours['seconds'] / theirs['seconds']:>10.2f}"
         f"{ours['mean_iou'] - theirs['mean_iou']:>+10.4f}"

@@ -239,7 +239,9 @@ def faces_run(tmp_path_factory):
         "arcface_att_faces",
         [
             f"data.path='{path}'",
+            "data.image_size=[32, 28]",
             'phases=[{epochs=2, loss="softmax"}, {epochs=3}]',
+            "fit.verbose=0",
         ],
     )
     out = tmp_path_factory.mktemp("faces") / "run"
@@ -263,7 +265,7 @@ def test_faces_run_verifies_unseen_identities(faces_run):
     # The saved model is the embedding model: image in, unit vector out.
     model = keras.saving.load_model(faces_run / "model.keras")
     assert len(model.inputs) == 1 and tuple(model.output.shape) == (None, 128)
-    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 56, 1)).astype("float32")
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 28, 1)).astype("float32")
     np.testing.assert_allclose(np.linalg.norm(model.predict(x, verbose=0), axis=1), 1, rtol=1e-5)
 
 
@@ -381,6 +383,7 @@ def test_lfw_recipe_splits_tfds_names_by_identity(mock_tfds):
     assert np.bincount(held).tolist() == [4, 4]
 
 
+@pytest.mark.slow
 def test_faces_run_resumes_with_its_class_centres(tmp_path):
     """A crash in the margin phase: the resumed run starts from the backed-up centres."""
     from tests.test_training import Crash

@@ -62,6 +62,27 @@ def _check_preprocessing(recipe, source: keras.Model, preprocessing: list) -> No
         )
 
 
+def differences(reference: np.ndarray, exported: np.ndarray) -> dict:
+    """What every parity report starts with: the example count and the largest absolute and
+    relative difference of the exported outputs from Keras'."""
+    diff = np.abs(reference - exported)
+    return {
+        "examples": int(len(reference)),
+        "max_abs_diff": float(diff.max()),
+        "max_rel_diff": float((diff / np.maximum(np.abs(reference), 1e-6)).max()),
+    }
+
+
+def parity_rows(report: dict, agreement: str, agreement_label: str, metric: str, metric_label):
+    """`zoo export`'s rows: the agreement against its tolerance, then the eval `metric` of the
+    export beside Keras' where the report has it (`export_<metric>`, `keras_<metric>`)."""
+    rows = [(agreement_label, f"{report[agreement]:.4f} (tolerance {report['tolerance']})")]
+    if f"keras_{metric}" in report:
+        exported, keras = report[f"export_{metric}"], report[f"keras_{metric}"]
+        rows.append((metric_label, f"{exported:.4f} exported, {keras:.4f} Keras"))
+    return rows
+
+
 def losses(recipe) -> list[tuple[str, str | None]]:
     """(key, loss name) of compile.loss and of each phase that sets its own."""
     return [("compile.loss", recipe.compile.loss)] + [

@@ -143,11 +143,8 @@ def _labels(targets):
 
 
 def parity(reference: np.ndarray, exported: np.ndarray, targets, class_names) -> dict:
-    diff = np.abs(reference - exported)
     report = {
-        "examples": int(len(reference)),
-        "max_abs_diff": float(diff.max()),
-        "max_rel_diff": float((diff / np.maximum(np.abs(reference), 1e-6)).max()),
+        **_common.differences(reference, exported),
         AGREEMENT: float((reference.argmax(1) == exported.argmax(1)).mean()),
     }
     labels = _labels(targets)
@@ -159,15 +156,7 @@ def parity(reference: np.ndarray, exported: np.ndarray, targets, class_names) ->
 
 def describe_parity(report: dict) -> list[tuple[str, str]]:
     """The parity report's rows that `zoo export` prints."""
-    rows = [("top-1 agreement", f"{report[AGREEMENT]:.4f} (tolerance {report['tolerance']})")]
-    if "keras_accuracy" in report:
-        rows.append(
-            (
-                "accuracy",
-                f"{report['export_accuracy']:.4f} exported, {report['keras_accuracy']:.4f} Keras",
-            )
-        )
-    return rows
+    return _common.parity_rows(report, AGREEMENT, "top-1 agreement", "accuracy", "accuracy")
 
 
 def present(images, scores, class_names, *, top_k: int = 5, **_) -> list[dict]:

@@ -213,11 +213,8 @@ def parity(reference: np.ndarray, exported: np.ndarray, targets, class_names) ->
     from zoo import verification
 
     cos = np.sum(verification.unit(reference) * verification.unit(exported), axis=1)
-    diff = np.abs(reference - exported)
     report = {
-        "examples": int(len(reference)),
-        "max_abs_diff": float(diff.max()),
-        "max_rel_diff": float((diff / np.maximum(np.abs(reference), 1e-6)).max()),
+        **_common.differences(reference, exported),
         "min_cosine": float(cos.min()),
         "mean_cosine": float(cos.mean()),
     }

@@ -317,12 +317,9 @@ def plot_overlays(examples, class_names, out: Path) -> None:
 
 
 def parity(reference: np.ndarray, exported: np.ndarray, targets, class_names) -> dict:
-    diff = np.abs(reference - exported)
     ref_mask, exp_mask = reference.argmax(-1), exported.argmax(-1)
     report = {
-        "examples": int(len(reference)),
-        "max_abs_diff": float(diff.max()),
-        "max_rel_diff": float((diff / np.maximum(np.abs(reference), 1e-6)).max()),
+        **_common.differences(reference, exported),
         AGREEMENT: float((ref_mask == exp_mask).mean()),
     }
     if targets is not None:
@@ -335,15 +332,7 @@ def parity(reference: np.ndarray, exported: np.ndarray, targets, class_names) ->
 
 def describe_parity(report: dict) -> list[tuple[str, str]]:
     """The parity report's rows that `zoo export` prints."""
-    rows = [("pixel agreement", f"{report[AGREEMENT]:.4f} (tolerance {report['tolerance']})")]
-    if "keras_mean_iou" in report:
-        rows.append(
-            (
-                "mean IoU",
-                f"{report['export_mean_iou']:.4f} exported, {report['keras_mean_iou']:.4f} Keras",
-            )
-        )
-    return rows
+    return _common.parity_rows(report, AGREEMENT, "pixel agreement", "mean_iou", "mean IoU")
 
 
 def mask_palette(recipe, classes: int) -> np.ndarray | None:

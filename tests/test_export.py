@@ -197,6 +197,25 @@ def test_cli_predict_json(trained, tmp_path):
     assert code == 2 and "cannot predict with" in err
 
 
+def test_int8_calibration_of_a_uint8_input_model_feeds_uint8(exported, monkeypatch):
+    """The representative images reach the converter as the model's input type."""
+    import importlib
+
+    export_module = importlib.import_module("zoo.export")  # the module, not zoo.export()
+
+    seen = []
+    original = export_module._converter_options
+
+    def spy(quantize, calibration, full_integer):
+        options = original(quantize, calibration, full_integer)
+        seen.extend(x[0].dtype for x, _ in zip(options["representative_dataset"](), range(3)))
+        return options
+
+    monkeypatch.setattr(export_module, "_converter_options", spy)
+    report = export(exported, format="tflite", quantize="int8", input_dtype="uint8")
+    assert seen == [np.uint8] * 3 and report["top1_agreement"] >= 0.98
+
+
 @pytest.mark.parametrize("fmt", ["savedmodel", "tflite", "onnx"])
 def test_uint8_input_carries_the_preprocessing(exported, tmp_path, fmt):
     """Decoded image bytes go in as they are: same top-1 as the Keras model on the pipeline."""

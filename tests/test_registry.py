@@ -70,6 +70,11 @@ GOLDEN = {
     "keras_vgg19": 20_537_384,
     # The paper's U-Net ("same" padding, no batch norm): 1 input channel, 2 classes.
     "unet": 31_030_658,
+    # Text models, 2 classes, at their default vocabulary and sequence length: TextCNN's
+    # embedding (20,000 x 128) is most of it; the character CNN's is one-hot (not trained) and
+    # its 1,014-character input makes the first dense layer 8.9M (Zhang et al.'s small model).
+    "textcnn": 2_714_502,
+    "charcnn": 11_337_730,
 }
 
 # One keras.applications net per family is built in `make test`; the others under `make test-all`.
@@ -119,9 +124,11 @@ def test_golden_parameter_count(name):
     assert zoo.info(name)["parameters"] == GOLDEN[name]
 
 
-@pytest.mark.parametrize(
-    "name", heavy(zoo.list_models(), fast=ROUND_TRIP_KERAS, slow=ROUND_TRIP_SLOW)
-)
+IMAGE_MODELS = [m for m in zoo.list_models() if m not in zoo.list_models(task="text")]
+
+
+# Text models take token ids: tests/test_text.py trains and round-trips each.
+@pytest.mark.parametrize("name", heavy(IMAGE_MODELS, fast=ROUND_TRIP_KERAS, slow=ROUND_TRIP_SLOW))
 def test_build_forward_train_step_and_round_trip(name, tmp_path):
     # Eager calls: tracing a 150-layer graph costs more than the step itself at this size.
     shape = (32, 32, 3) if name != "lenet5" else (28, 28, 1)
@@ -228,7 +235,11 @@ def test_duplicate_registration_is_an_error():
 def test_list_models_filters():
     assert zoo.list_models("vgg1?_bn") == ["vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn"]
     assert "lenet5" not in zoo.list_models(task="backbone")
-    assert zoo.list_models(task="classification") == [m for m in zoo.list_models() if m != "unet"]
+    others = {"unet", "textcnn", "charcnn"}
+    assert zoo.list_models(task="classification") == [
+        m for m in zoo.list_models() if m not in others
+    ]
+    assert zoo.list_models(task="text") == ["charcnn", "textcnn"]
     assert zoo.list_models(task="segmentation") == ["unet"]
     assert {"mobilenet_v2", "efficientnet_b7", "convnext_xlarge"} < set(zoo.list_models())
 

@@ -11,6 +11,8 @@ from zoo.export import QUANTIZATIONS
 from zoo.recipes import list_recipes, load_recipe
 
 FUNCTIONS = (
+    "model_input",
+    "serving",
     "check",
     "net",
     "trainer",
@@ -38,6 +40,7 @@ def _outputs(task, rng) -> np.ndarray:
 @pytest.mark.parametrize("name", tasks.names())
 def test_task_module_contract(name, tmp_path):
     task = tasks.get(name)
+    assert task.INPUT in ("images", "texts")
     assert isinstance(task.TARGET, str) and task.TARGET in ("labels", "segmentation_masks")
     assert isinstance(task.MONITOR, str) and isinstance(task.VALIDATE, bool)
     assert task.ACTIVATION in ("softmax", "linear")
@@ -59,7 +62,7 @@ def test_task_module_contract(name, tmp_path):
     assert other[task.AGREEMENT] < 1.0
     rows = task.describe_parity({**same, "tolerance": task.TOLERANCE["none"]})
     assert rows and all(isinstance(k, str) and isinstance(v, str) for k, v in rows)
-    # What `zoo predict` gives for each image, and prints.
+    # What `zoo predict` gives for each image (or text: here the file names), and prints.
     from PIL import Image
 
     images = []
@@ -76,7 +79,8 @@ def test_task_module_contract(name, tmp_path):
         recipe=None,
         pixels=pixels,
     )
-    assert [r["image"] for r in results] == images and all(r["task"] == name for r in results)
+    key = "text" if task.INPUT == "texts" else "image"
+    assert [r[key] for r in results] == images and all(r["task"] == name for r in results)
     assert all(isinstance(line, str) for r in results for line in task.describe(r))
 
 

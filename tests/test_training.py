@@ -31,11 +31,20 @@ def test_train_writes_the_run_directory(tmp_path, quiet):
         rundir.METRICS,
         rundir.CURVES,
         rundir.BEST,
+        rundir.CONFUSION,
     ):
         assert (run / name).is_file(), name
     assert any((run / rundir.TENSORBOARD).rglob("events.out.tfevents*"))
     metrics = json.loads((run / rundir.METRICS).read_text())
     assert metrics["accuracy"] > 0.5 and metrics["loss"] > 0
+    # The class report: its confusion matrix holds every eval image, its diagonal the correct.
+    matrix = np.asarray(metrics["confusion_matrix"])
+    assert matrix.shape == (10, 10) and matrix.sum() == 360
+    assert matrix.trace() / 360 == pytest.approx(metrics["accuracy"])
+    assert [metrics[f"support_{d}"] for d in range(10)] == matrix.sum(axis=1).tolist()
+    recalls = [metrics[f"recall_{d}"] for d in range(10)]
+    np.testing.assert_allclose(recalls, matrix.diagonal() / matrix.sum(axis=1))
+    assert metrics["macro_f1"] == pytest.approx(np.mean([metrics[f"f1_{d}"] for d in range(10)]))
     assert metrics["train_seconds"] > 0 and metrics["epochs"] == 3
     assert metrics["eval_examples"] == 360
     assert history_epochs(run) == [0, 1, 2]

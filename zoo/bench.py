@@ -21,6 +21,10 @@ EXPORTS = (
 )
 
 
+# What a text model is timed on: a message of typical length.
+TEXT = "Hi, are we still meeting at 6 tonight? Call me when you get this, I will be at the station"
+
+
 def _median_ms(fn, x, repeats: int, warmup: int) -> float:
     for _ in range(warmup):
         fn(x)
@@ -46,14 +50,27 @@ def bench_exports(run, *, repeats: int = 50, warmup: int = 5, batches=(1, 32)) -
     if not run.is_dir():
         raise ZooError(f"{run} is not a run directory: bench --export needs a finished zoo run")
     model = rundir.load(run, what="bench --export")[0]
-    shape = tuple(model.input.shape[1:])
-    x = np.random.default_rng(0).uniform(0, 255, (max(batches), *shape)).astype("float32")
-    candidates = [("Keras", run / rundir.MODEL, lambda b: model.predict_on_batch(b))]
+    texts = model.input.dtype == "string"
+    if texts:  # a text model: strings in (token-id exports vectorize them first, in Python)
+        import tensorflow as tf
+
+        x = np.asarray([TEXT] * max(batches), object)
+        keras_fn = lambda b: model.predict_on_batch(tf.constant(b))  # noqa: E731
+    else:
+        shape = tuple(model.input.shape[1:])
+        x = np.random.default_rng(0).uniform(0, 255, (max(batches), *shape)).astype("float32")
+        keras_fn = model.predict_on_batch
+    candidates = [("Keras", run / rundir.MODEL, keras_fn)]
     for label, fmt, quantize in EXPORTS:
         path = run / "export" / artifact_name(fmt, quantize)
         if not path.exists():
             export(run, format=fmt, quantize=quantize)
-        candidates.append((label, path, runner(path, fmt)))
+        if texts:
+            from zoo.predict import load
+
+            candidates.append((label, path, load(path)[0]))
+        else:
+            candidates.append((label, path, runner(path, fmt)))
     rows = []
     for label, path, fn in candidates:
         row = {"model": label, "path": str(path), "size_bytes": size_bytes(path)}

@@ -51,7 +51,7 @@ def _eval_batches(recipe, model, samples: int, seed: int = 0):
         limit = tasks.get(recipe.task).PARITY_EXAMPLES
         images, targets, total = [], [], 0
         for x, y in data.eval:
-            images.append(x.numpy())
+            images.append(_numpy(x))
             targets.append(y.numpy())
             total += len(images[-1])
             if limit and total >= limit:
@@ -61,9 +61,21 @@ def _eval_batches(recipe, model, samples: int, seed: int = 0):
             np.concatenate(targets)[:limit],
             data.class_names,
         )
+    if model.input.dtype == "string":
+        raise ZooError(
+            f"{model.name} takes text: export its run directory, whose recipe gives the eval "
+            "texts the export is checked on"
+        )
     shape = tuple(model.input.shape[1:])
     rng = np.random.default_rng(seed)
     return rng.uniform(0, 255, (samples, *shape)).astype("float32"), None, None
+
+
+def _numpy(batch) -> np.ndarray:
+    """A batch as numpy: pixels, or texts as str objects (what Keras' predict takes)."""
+    if batch.dtype.name == "string":
+        return np.asarray([t.decode("utf-8", errors="replace") for t in batch.numpy()], object)
+    return batch.numpy()
 
 
 def _calibration_images(recipe, count: int, fallback: np.ndarray) -> np.ndarray:
@@ -76,7 +88,7 @@ def _calibration_images(recipe, count: int, fallback: np.ndarray) -> np.ndarray:
     data = build(recipe.model_copy(update={"augment": []}))
     images, total = [], 0
     for x, _ in data.train:
-        images.append(x.numpy())
+        images.append(_numpy(x))
         total += len(images[-1])
         if total >= count:
             break
@@ -128,7 +140,9 @@ def runner(path: Path, fmt: str):
                 "ONNX's operator set (ConvNeXt's exact GELU has no ONNX conversion yet)"
             ) from e
         name = session.get_inputs()[0].name
-        dtype = np.uint8 if session.get_inputs()[0].type == "tensor(uint8)" else np.float32
+        # "tensor(float)", "tensor(uint8)", "tensor(int32)" (a text model's token ids), ...
+        kind = session.get_inputs()[0].type[len("tensor(") : -1]
+        dtype = np.float32 if kind == "float" else np.dtype(kind)
         return lambda x: session.run(None, {name: x.astype(dtype)})[0]
     from ai_edge_litert.interpreter import Interpreter
 
@@ -221,27 +235,35 @@ def export(
     out_dir.mkdir(parents=True, exist_ok=True)
     images, targets, class_names = _eval_batches(recipe, model, samples)
     path = out_dir / artifact_name(format, quantize, full_integer, input_dtype, any_size)
-    if path.exists():
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
     # Predicting first also "calls" a freshly loaded model, which the ONNX exporter requires.
     reference = model.predict(images, verbose=0, batch_size=64)
     keras_format = {"savedmodel": "tf_saved_model", "tflite": "litert", "onnx": "onnx"}[format]
+    # What is converted (the model behind the users' input, or a text model's token-id
+    # network), how eval inputs become its inputs, and files that go beside it.
+    target, feed, files = task.serving(model, format, input_dtype, any_size)
     options = _converter_options(
         quantize,
-        lambda: _calibration_images(recipe, representative, images),
+        lambda: feed(_calibration_images(recipe, representative, images)),
         full_integer,
     )
-    target = _serving_model(model, input_dtype, any_size)
     if target is not model:
-        target.predict(images[:1].astype(input_dtype), verbose=0)  # "called", for ONNX
+        target.predict(feed(images[:1]), verbose=0)  # "called", for ONNX
+    # Written under a temporary name, then moved over the old artifact: an export that fails
+    # (or is killed) half-way leaves the previous one whole.
+    tmp = path.with_name(f".{os.getpid()}-{path.name}")
     try:
-        target.export(str(path), format=keras_format, verbose=False, **options)
+        target.export(str(tmp), format=keras_format, verbose=False, **options)
     except Exception as e:  # converters raise many types; the message names the layer
+        _remove(tmp)
         raise ZooError(f"{format} export failed: {str(e).splitlines()[0]}") from e
+    _replace(tmp, path)
     if class_names:
         rundir.write_text(out_dir / "labels.txt", "\n".join(class_names) + "\n")
+    for name, text in files.items():
+        rundir.write_text(out_dir / name, text)
 
-    exported = _predict(runner(path, format), images)
+    run = runner(path, format)
+    exported = _predict(lambda x: run(feed(x)), images)
     report = task.parity(reference, exported, targets, class_names)
     threshold = task.TOLERANCE[quantize] if tolerance is None else tolerance
     report.update(
@@ -280,20 +302,23 @@ def _task_of(model):
     return task
 
 
-def _serving_model(model, input_dtype: str, any_size: bool):
-    """The trained model behind the input users have: uint8 pixels as decoded, and with
-    `any_size` images of any size, resized to the trained size inside the model."""
-    import keras
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
-    if input_dtype == "float32" and not any_size:
-        return model
-    height, width, channels = model.input.shape[1:]
-    shape = (None, None, channels) if any_size else (height, width, channels)
-    inputs = keras.Input(shape=shape, dtype=input_dtype, name="image")
-    x = keras.ops.cast(inputs, "float32") if input_dtype != "float32" else inputs
-    if any_size:
-        x = keras.layers.Resizing(height, width, interpolation="bilinear", name="resize")(x)
-    return keras.Model(inputs, model(x), name=model.name)
+
+def _replace(new: Path, path: Path) -> None:
+    """Moves `new` (a file or a SavedModel folder) to `path`, over what was there."""
+    if new.is_file():
+        os.replace(new, path)
+        return
+    old = path.with_name(f".{os.getpid()}-old-{path.name}")
+    if path.exists():
+        os.replace(path, old)
+    os.replace(new, path)
+    _remove(old)
 
 
 def size_bytes(path: Path) -> int:

@@ -1,6 +1,7 @@
-"""Predictions on image files with any saved form of a model: a run directory, a .keras file, a
-SavedModel directory, a .tflite or an .onnx file. What a prediction is (top-k classes, a mask
-written as a PNG) is the task's: the run's recipe says which task, else the output's rank."""
+"""Predictions on image files (or texts) with any saved form of a model: a run directory, a
+.keras file, a SavedModel directory, a .tflite or an .onnx file. What a prediction is (top-k
+classes, a mask written as a PNG) is the task's: the run's recipe says which task, else the
+model's input (strings) or output's rank."""
 
 from __future__ import annotations
 
@@ -48,9 +49,16 @@ def _recipe(path: Path, kind: str):
     return None
 
 
+def _vectorizer(path: Path):
+    """The vectorizer.json a text model's token-id export has beside it, or None."""
+    found = path.parent / "vectorizer.json"
+    return found if found.is_file() else None
+
+
 def load(path) -> tuple:
     """(predict function on float32 batches, input shape (H, W, C), class names or None,
-    the recipe of its run or None)."""
+    the recipe of its run or None). A text model's shape is None: its function takes strings
+    (a token-id export's vectorizes them first, as its vectorizer.json says)."""
     from zoo.export import runner
 
     path = Path(path)
@@ -58,9 +66,14 @@ def load(path) -> tuple:
     recipe = _recipe(path, kind)
     if kind in ("run", "keras"):
         model = rundir.load(path, what="predict")[0]
-        shape = tuple(model.input.shape[1:])
+        shape = None if model.input.dtype == "string" else tuple(model.input.shape[1:])
         return (lambda x: model.predict(x, verbose=0)), shape, _labels(path, kind), recipe
     fn = runner(path, kind)
+    if kind in ("tflite", "onnx") and _vectorizer(path) is not None:
+        from zoo.tasks.text import load_vectorizer
+
+        vectorize = load_vectorizer(_vectorizer(path))
+        return (lambda texts: fn(vectorize(texts))), None, _labels(path, kind), recipe
     if kind == "tflite":
         from ai_edge_litert.interpreter import Interpreter
 
@@ -75,6 +88,8 @@ def load(path) -> tuple:
 
         spec = tf.saved_model.load(str(path)).signatures["serving_default"]
         (tensor,) = spec.structured_input_signature[1].values()
+        if tensor.dtype == tf.string:
+            return fn, None, _labels(path, kind), recipe
         shape = tuple(tensor.shape[1:])
     # Unknown sizes (None, -1 or a symbolic name): the model resizes inside, so images go in
     # at their own size.
@@ -99,28 +114,42 @@ def read_image(path, shape) -> np.ndarray:
     return array[..., None] if channels == 1 else array
 
 
-def predict(model, images, top_k: int = 5, output=None) -> list[dict]:
-    """Predictions for each image file, as the model's task gives them: the top-k classes with
-    names and scores, or (segmentation) the mask and an overlay written as PNGs into `output`
-    (default "predictions") with the fraction of pixels of each class.
+def predict(model, inputs, top_k: int = 5, output=None) -> list[dict]:
+    """Predictions for each image file (or, for a text model, each text), as the model's task
+    gives them: the top-k classes with names and scores, or (segmentation) the mask and an
+    overlay written as PNGs into `output` (default "predictions") with the fraction of pixels
+    of each class.
 
     Example:
 
     ```python
     zoo.predict("runs/digits/export/model_int8.tflite", ["seven.png"], top_k=3)
+    zoo.predict("runs/sms", ["free entry to win a prize", "see you at 6"])
     ```
     """
     fn, shape, labels, recipe = load(model)
-    pixels = [read_image(p, shape) for p in images]
+    inputs = [inputs] if isinstance(inputs, str) else list(inputs)
+    if not inputs:
+        raise ZooError("nothing to predict: give at least one input")
+    if recipe is not None:
+        task = tasks.get(recipe.task)
+    elif shape is None:
+        task = tasks.for_input("texts")
+    else:
+        task = None
+    if shape is None:  # strings in
+        outputs = list(np.asarray(fn(np.asarray(inputs, dtype=object))))
+        return task.present(inputs, outputs, labels, top_k=top_k, output=output, recipe=recipe)
+    pixels = [read_image(p, shape) for p in inputs]
     if None in shape[:2]:  # images of different sizes: one at a time
         outputs = [np.asarray(fn(p[None]))[0] for p in pixels]
     else:
         outputs = list(np.asarray(fn(np.stack(pixels))))
-    task = tasks.get(recipe.task) if recipe else tasks.for_output_rank(outputs[0].ndim + 1)
+    task = task or tasks.for_output_rank(outputs[0].ndim + 1)
     if task is None:
         raise ZooError(f"cannot tell the task of {model} from its outputs; predict with its run")
     return task.present(
-        images, outputs, labels, top_k=top_k, output=output, recipe=recipe, pixels=pixels
+        inputs, outputs, labels, top_k=top_k, output=output, recipe=recipe, pixels=pixels
     )
 
 

@@ -38,21 +38,17 @@ def _dtype_policy(name: str):
         keras.config.set_dtype_policy(previous)
 
 
-def build_model(recipe: Recipe, classes: int, precision: str = "float32") -> keras.Model:
+def build_model(recipe: Recipe, classes: int, precision: str = "float32", data=None) -> keras.Model:
     """The recipe's model (the task's net) with its input preprocessing: it takes [0, 255]
-    pixels. Under mixed precision the net gives logits and a float32 softmax ends the model:
-    float16 probabilities lose the small ones."""
-    height, width = recipe.data.image_size
-    shape = (height, width, recipe.data.channels)
-    # Trained on crops: the net takes any size; the model, the size of whole images.
-    net_shape = (None, None, recipe.data.channels) if recipe.data.crop_size else shape
+    pixels (or, for text, strings). Under mixed precision the net gives logits and a float32
+    softmax ends the model: float16 probabilities lose the small ones. `data` (the pipelines)
+    is what preprocessing that learns from data adapts on (a text vocabulary)."""
     mixed = precision.startswith("mixed")
     task = tasks.get(recipe.task)
     activation = recipe.model.args.get("classifier_activation", task.ACTIVATION)
-    preprocessing = data_lib.preprocessing(recipe.data)
+    inputs, preprocessing, net_shape = task.model_input(recipe, data)
     with _dtype_policy(precision):
         net = task.net(recipe, net_shape, classes, None if mixed else activation, preprocessing)
-    inputs = keras.Input(shape=shape, name="image")
     x = inputs
     for layer in preprocessing:
         x = layer(x)
@@ -247,7 +243,7 @@ def train(
         recipe_for_build = recipe
     task = tasks.get(recipe.task)
     with policy.strategy.scope():
-        model = build_model(recipe_for_build, len(data.class_names), policy.precision)
+        model = build_model(recipe_for_build, len(data.class_names), policy.precision, data)
         # What fit trains: the model, or the task's training graph around it.
         trained = task.trainer(recipe, model, len(data.class_names))
     net = next(layer for layer in model.layers if isinstance(layer, keras.Model))

@@ -228,7 +228,7 @@ def export_cmd(
 
 @main.command(cls=_Command)
 @click.argument("model", type=click.Path())
-@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.argument("inputs", nargs=-1, metavar="IMAGES|TEXTS...")
 @click.option("--top-k", "-k", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON.")
 @click.option(
@@ -239,17 +239,40 @@ def export_cmd(
     show_default=True,
     help="Segmentation: the folder for the mask and overlay PNGs.",
 )
-def predict(model, images, top_k, as_json, output):
-    """Predict IMAGES with MODEL (a run directory, a .keras file, a SavedModel directory, a
-    .tflite or an .onnx file): the top-k classes of a classifier; for segmentation, each
-    image's mask (at the image's size) and an overlay written as PNGs, and the fraction of
-    pixels of each class."""
+@click.option(
+    "--file",
+    "texts_file",
+    type=click.Path(dir_okay=False),
+    help="Text models: a file of texts to predict, one per line.",
+)
+def predict(model, inputs, top_k, as_json, output, texts_file):
+    """Predict with MODEL (a run directory, a .keras file, a SavedModel directory, a .tflite
+    or an .onnx file): the top-k classes of each image file (or, for a text model, each text
+    given as an argument or a line of --file); for segmentation, each image's mask (at the
+    image's size) and an overlay written as PNGs, and the fraction of pixels of each class."""
+    from pathlib import Path
+
+    from zoo.errors import ZooError
     from zoo.predict import describe
     from zoo.predict import predict as run_predict
 
-    results = run_predict(model, images, top_k=top_k, output=output)
+    inputs = list(inputs)
+    if texts_file:
+        path = Path(texts_file)
+        if not path.is_file():
+            raise ZooError(
+                f"--file {texts_file!r} is not a file; give a text file, one text a line"
+            )
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            raise ZooError(f"--file {texts_file!r} is not UTF-8 text: {e}") from None
+        inputs += [line for line in lines if line.strip()]
+    if not inputs:
+        raise ZooError("give what to predict: image files or texts, or --file with texts")
+    results = run_predict(model, inputs, top_k=top_k, output=output)
     if as_json:
-        click.echo(json.dumps(results, indent=2))
+        click.echo(json.dumps(results, indent=2, ensure_ascii=False))
         return
     for result in results:
         for line in describe(result):

@@ -6,7 +6,8 @@ resized with nearest neighbours, never interpolated); scaling and normalization 
 the trained model (`preprocessing`), so a saved or exported model takes raw pixels. The task
 says which target travels with the images and how it is encoded; the augmentation layers get
 Keras' own dicts ({"images", "labels"} or {"images", "segmentation_masks"}) and move images and
-targets together.
+targets together. Text sources give {"texts", "labels"}: the strings pass through unchanged
+(the model's vectorizer turns them into tokens).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ SOURCES = {
     "idx": "idx",
     "image_folder": "image_folder",
     "segmentation_folder": "segmentation_folder",
+    "text_file": "text_file",
+    "text_folder": "text_folder",
     "tfds": "tfds_source",
 }
 MASKS = "segmentation_masks"
@@ -45,6 +48,9 @@ class Data:
     eval_name: str
     batch_size: int
     eval_class_names: list[str] | None = None  # where the eval split has its own classes
+    # The training split's examples as the source gives them (unbatched, not augmented): what
+    # preprocessing that learns from data (a text vocabulary) adapts on.
+    train_examples: tf.data.Dataset | None = None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -132,7 +138,7 @@ def build(recipe: Recipe, *, training: bool = True) -> Data:
     encode = task.encode(recipe, len(source.class_names))
 
     def finish(ex: Examples, is_train: bool):
-        ds = _prepare(ex.dataset, cfg)
+        ds = _prepare(ex.dataset, cfg) if task.INPUT == "images" else ex.dataset
         if cfg.cache:
             ds = ds.cache()
         if is_train and cfg.shuffle:
@@ -155,11 +161,11 @@ def build(recipe: Recipe, *, training: bool = True) -> Data:
         augment = augmenter(recipe) if is_train else None
         if augment is not None:
             ds = ds.map(augment, num_parallel_calls=AUTOTUNE)
-        target = task.TARGET
+        target, inputs = task.TARGET, task.INPUT
 
         def split(b):
             y = b[target]
-            return b["images"], tf.cast(y, tf.int32) if target == MASKS else y
+            return b[inputs], tf.cast(y, tf.int32) if target == MASKS else y
 
         return ds.map(split, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
@@ -172,6 +178,7 @@ def build(recipe: Recipe, *, training: bool = True) -> Data:
         eval_name=source.eval_name,
         batch_size=cfg.batch_size,
         eval_class_names=source.eval_class_names or source.class_names,
+        train_examples=source.train.dataset if training else None,
     )
 
 

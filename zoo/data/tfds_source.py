@@ -1,6 +1,8 @@
-"""The `tfds` source: a TFDS image dataset, prepared locally or downloaded: its (image, label)
-pairs for classification, its (image, segmentation_mask) pairs for segmentation (the
-oxford_iiit_pet trimaps, say, mapped to class ids by `data.mask_values`)."""
+"""The `tfds` source: a TFDS dataset, prepared locally or downloaded: its (image, label) pairs
+for classification, its (image, segmentation_mask) pairs for segmentation (the oxford_iiit_pet
+trimaps, say, mapped to class ids by `data.mask_values`), its (text, label) pairs for text
+datasets without images (imdb_reviews' "text", ag_news_subset's "description", or the Text
+feature `data.text_column` names)."""
 
 from __future__ import annotations
 
@@ -39,13 +41,37 @@ def builder(name: str, data_dir: str | None, target: str = "labels"):
             b.download_and_prepare()
         except Exception as e:
             raise ZooError(f"downloading TFDS dataset {name!r} failed: {e}") from e
-    for key in ("image", FEATURES[target]):
-        if key not in b.info.features:
+    inputs = "image" if "image" in b.info.features else "text"
+    for key in ("image" if inputs == "image" else None, FEATURES[target]):
+        if key is not None and key not in b.info.features:
             raise ZooError(
                 f"TFDS dataset {name!r} has no {key!r} feature; for {target} zoo's tfds "
-                f"source reads datasets with image and {FEATURES[target]}"
+                f"source reads datasets with image (or text) and {FEATURES[target]}"
             )
     return b
+
+
+def text_feature(b, cfg) -> str:
+    """The Text feature a text dataset is classified by: `data.text_column` where it names
+    one, else "text" or "description" (ag_news_subset)."""
+    import tensorflow_datasets as tfds
+
+    features = b.info.features
+    texts = [k for k in features if isinstance(features[k], tfds.features.Text)]
+    if isinstance(cfg.text_column, str):
+        if cfg.text_column not in texts:
+            raise ZooError(
+                f"data.text_column {cfg.text_column!r} is not a Text feature of TFDS dataset "
+                f"{cfg.name!r}; its Text features: {', '.join(texts) or 'none'}"
+            )
+        return cfg.text_column
+    for key in ("text", "description"):
+        if key in texts:
+            return key
+    raise ZooError(
+        f"TFDS dataset {cfg.name!r} has neither images nor a 'text' feature; name its Text "
+        f"feature in data.text_column (it has {', '.join(texts) or 'none'})"
+    )
 
 
 def split_names(b, train_split: str, eval_split: str | None, validation_split: float):
@@ -70,6 +96,9 @@ def load(cfg, target: str, seed: int) -> Source:
     train_split, eval_split, eval_name = split_names(
         b, cfg.train_split, cfg.eval_split, cfg.validation_split
     )
+    # The feature the model reads, and its key in the example dicts.
+    feature = "image" if "image" in b.info.features else text_feature(b, cfg)
+    key = "images" if feature == "image" else "texts"
     out = []
     for split in (train_split, eval_split):
         try:
@@ -83,7 +112,7 @@ def load(cfg, target: str, seed: int) -> Source:
                 f"{', '.join(b.info.splits)}"
             ) from e
         if target == "labels":
-            ds = ds.map(lambda ex: {"images": ex["image"], "labels": ex["label"]})
+            ds = ds.map(lambda ex: {key: ex[feature], "labels": ex["label"]})
             ds, count = _subset(ds, count, names, cfg, seed)
         else:
             ds = ds.map(_mask_mapper(cfg))

@@ -1,3 +1,3 @@
 """Model families. Importing this package registers every builder, one module per family."""
 
-from zoo.models import keras_apps, lenet, resnet, unet, vgg  # noqa: F401
+from zoo.models import keras_apps, lenet, resnet, text, unet, vgg  # noqa: F401

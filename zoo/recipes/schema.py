@@ -130,19 +130,35 @@ SOURCE_TARGETS = {
     "idx": ("labels",),
     "image_folder": ("labels",),
     "segmentation_folder": ("segmentation_masks",),
+    "text_file": ("labels",),
+    "text_folder": ("labels",),
     "tfds": ("labels", "segmentation_masks"),
 }
+# What each source's examples hold as the model's input ("images" or "texts").
+SOURCE_INPUTS = {
+    "digits": ("images",),
+    "idx": ("images",),
+    "image_folder": ("images",),
+    "segmentation_folder": ("images",),
+    "text_file": ("texts",),
+    "text_folder": ("texts",),
+    "tfds": ("images", "texts"),
+}
+TEXT_SOURCES = ("text_file", "text_folder")
 
 
 class DataConfig(_Strict):
-    source: Literal["tfds", "idx", "image_folder", "segmentation_folder", "digits"]
+    source: Literal[
+        "tfds", "idx", "image_folder", "segmentation_folder", "digits", "text_file", "text_folder"
+    ]
     name: str | None = None
     path: str | None = None
     data_dir: str | None = None
     train_split: str = "train"
     eval_split: str | None = "test"
     validation_split: Fraction = 0.1
-    image_size: Annotated[list[PositiveInt], Field(min_length=2, max_length=2)]
+    # images: the size every image is resized to (required for image data).
+    image_size: Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] | None = None
     # segmentation: train on random crops of this size of the images at image_size (the model
     # is fully convolutional); evaluation, the saved model and exports take image_size.
     crop_size: Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] | None = None
@@ -170,6 +186,42 @@ class DataConfig(_Strict):
         | Fraction
         | None
     ) = None
+
+    # text_file: the label and text columns (header names, or 0-based indices of a file
+    # without a header line), the delimiter (default: tab for .tsv/.txt, comma for .csv) and
+    # whether the first line is a header (default: when the columns are given by name).
+    label_column: str | Annotated[int, Field(ge=0)] = 0
+    text_column: str | Annotated[int, Field(ge=0)] = 1
+    delimiter: Annotated[str, Field(min_length=1, max_length=1)] | None = None
+    header: bool | None = None
+    # text sources: the files' encoding.
+    encoding: Annotated[str, Field(min_length=1)] = "utf-8"
+    # text: keras.layers.TextVectorization inside the model, adapted on the training split:
+    # word or character tokens, the vocabulary size (padding and OOV included), the token
+    # count every text is padded or cut to, n-grams (off by default), and standardization.
+    tokens: Literal["word", "character"] = "word"
+    max_tokens: Annotated[int, Field(ge=3)] = 20_000
+    sequence_length: PositiveInt = 100
+    ngrams: Annotated[int, Field(ge=2)] | None = None
+    standardize: Literal["lower_and_strip_punctuation", "lower", "strip_punctuation", "none"] = (
+        "lower_and_strip_punctuation"
+    )
+
+    @property
+    def is_text(self) -> bool:
+        return self.source in TEXT_SOURCES
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct_classes(cls, classes):
+        if classes is not None:
+            twice = sorted({c for c in classes if classes.count(c) > 1})
+            if twice:
+                raise ValueError(
+                    f"data.classes lists {', '.join(map(repr, twice))} more than once; name "
+                    "each class once"
+                )
+        return classes
 
     @field_validator("mask_values")
     @classmethod
@@ -201,6 +253,19 @@ class DataConfig(_Strict):
             raise ValueError("source 'tfds' needs data.name, the TFDS dataset name")
         if self.source in ("idx", "image_folder", "segmentation_folder") and not self.path:
             raise ValueError(f"source {self.source!r} needs data.path, the dataset folder")
+        if self.source == "text_file" and not self.path:
+            raise ValueError(
+                "source 'text_file' needs data.path, a TSV/CSV file or a folder holding one "
+                "(or train.tsv and test.tsv)"
+            )
+        if self.source == "text_folder" and not self.path:
+            raise ValueError(
+                "source 'text_folder' needs data.path, a folder of train/<class>/*.txt"
+            )
+        if self.source not in TEXT_SOURCES and self.source != "tfds" and not self.image_size:
+            raise ValueError(
+                f"source {self.source!r} gives images: set data.image_size = [height, width]"
+            )
         if self.normalization == "standardize":
             for key in ("mean", "std"):
                 value = getattr(self, key)
@@ -402,6 +467,23 @@ class Recipe(_Strict):
                 f"data.source {self.data.source!r} gives {SOURCE_TARGETS[self.data.source][0]}, "
                 f"task {self.task!r} trains on {task.TARGET}: use data.source "
                 f"{' or '.join(map(repr, sources))}"
+            )
+        given = SOURCE_INPUTS[self.data.source]
+        wanted = task.INPUT
+        if wanted not in given:
+            sources = [s for s, inputs in SOURCE_INPUTS.items() if wanted in inputs]
+            raise ValueError(
+                f"data.source {self.data.source!r} gives {given[0]}, task {self.task!r} "
+                f"takes {wanted}: use data.source {' or '.join(map(repr, sources))}"
+            )
+        if wanted == "images" and not self.data.image_size:
+            raise ValueError(f"task {self.task!r} takes images: set data.image_size")
+        activation = self.model.args.get("classifier_activation", task.ACTIVATION)
+        if activation != task.ACTIVATION:
+            raise ValueError(
+                f"model.args.classifier_activation {activation!r}: a {self.task} model ends in "
+                f"{task.ACTIVATION!r}, which its loss expects (and a mixed-precision run "
+                "applies in float32); leave classifier_activation out"
             )
         task.check(self)
         return self

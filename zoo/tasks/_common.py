@@ -2,11 +2,44 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
 
 from zoo import backbones, registry
 from zoo.errors import ZooError
+
+
+def image_input(recipe, data=None):
+    """(the model's input, its preprocessing layers, the net's input shape) for image tasks:
+    [0, 255] pixels at data.image_size, scaled as data.normalization says. Trained on crops,
+    the net takes any size and the model the size of whole images."""
+    from zoo.data import preprocessing
+
+    height, width = recipe.data.image_size
+    shape = (height, width, recipe.data.channels)
+    net_shape = (None, None, recipe.data.channels) if recipe.data.crop_size else shape
+    return keras.Input(shape=shape, name="image"), preprocessing(recipe.data), net_shape
+
+
+def image_serving(model, format: str, input_dtype: str = "float32", any_size: bool = False):
+    """(the model to convert, a function from eval images to its inputs, no extra files):
+    the trained model behind the input users have, uint8 pixels as decoded, and with
+    `any_size` images of any size, resized to the trained size inside the model."""
+
+    def feed(images):
+        return images.astype(input_dtype)
+
+    if input_dtype == "float32" and not any_size:
+        return model, feed, {}
+    height, width, channels = model.input.shape[1:]
+    shape = (None, None, channels) if any_size else (height, width, channels)
+    inputs = keras.Input(shape=shape, dtype=input_dtype, name="image")
+    x = keras.ops.cast(inputs, "float32") if input_dtype != "float32" else inputs
+    if any_size:
+        x = keras.layers.Resizing(height, width, interpolation="bilinear", name="resize")(x)
+    return keras.Model(inputs, model(x), name=model.name), feed, {}
 
 
 def model_args(recipe) -> dict:
@@ -118,3 +151,29 @@ def head_config(recipe, cls):
             f"model.head.{where}: {first['msg']} (the {recipe.task} head takes "
             f"{', '.join(cls.model_fields)})"
         ) from None
+
+
+def classify(model, data, run, keep_inputs: bool = False):
+    """What classifiers of images and texts report on the eval split: Keras' loss and metrics,
+    the class report (per-class and macro precision, recall, F1; ROC AUC of two classes) and
+    the confusion matrix (in metrics.json, and as confusion.png in `run`). Returns (metrics,
+    the eval inputs as strings where `keep_inputs`, the labels, the probabilities)."""
+    from zoo import evaluation, rundir
+
+    results = model.evaluate(data.eval, verbose=0, return_dict=True)
+    metrics = {k: float(v) for k, v in results.items()}
+    inputs, labels, probabilities = [], [], []
+    for x, y in data.eval:
+        probabilities.append(keras.ops.convert_to_numpy(model.predict_on_batch(x)))
+        y = y.numpy()
+        labels.append(y.argmax(axis=1) if y.ndim == 2 else y)
+        if keep_inputs:
+            inputs += [v.decode("utf-8", errors="replace") for v in x.numpy()]
+    labels, probabilities = np.concatenate(labels), np.concatenate(probabilities)
+    report, matrix = evaluation.class_report(labels, probabilities, data.class_names)
+    report.pop("accuracy")  # Keras' accuracy is the one reported
+    metrics.update(report)
+    metrics["confusion_matrix"] = matrix.tolist()
+    if run is not None:
+        evaluation.plot_confusion(matrix, data.class_names, Path(run) / rundir.CONFUSION)
+    return metrics, inputs, labels, probabilities

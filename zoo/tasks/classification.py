@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from zoo.tasks import _common
 
+INPUT = "images"
 TARGET = "labels"
 MONITOR = "val_accuracy"
 VALIDATE = True  # fit reports the eval split each epoch
@@ -64,6 +65,10 @@ def one_hot(recipe) -> bool:
         or recipe.compile.label_smoothing > 0
         or any(a.layer in MIXING_LAYERS for a in recipe.augment)
     )
+
+
+model_input = _common.image_input
+serving = _common.image_serving
 
 
 def net(recipe, shape, classes: int, activation, preprocessing):
@@ -131,9 +136,9 @@ def metrics(recipe, classes: int) -> list:
 
 
 def evaluate(model, data, run, recipe) -> dict:
-    """Keras metrics of `model` on `data.eval` (`loss`, `accuracy`, ...)."""
-    results = model.evaluate(data.eval, verbose=0, return_dict=True)
-    return {k: float(v) for k, v in results.items()}
+    """Keras metrics of `model` on `data.eval` (`loss`, `accuracy`, ...), per-class and macro
+    precision, recall and F1 (ROC AUC for two classes), and `confusion.png`."""
+    return _common.classify(model, data, run)[0]
 
 
 def _labels(targets):

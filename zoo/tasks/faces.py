@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from zoo.tasks import _common
 
+INPUT = "images"
 TARGET = "labels"
 MONITOR = "loss"  # the eval identities are not classes of the training model
 VALIDATE = False
@@ -122,6 +123,10 @@ def margins(head: Head, loss_name: str) -> tuple[float, float, float]:
     if loss_name == "combined":
         return tuple(head.margins or DEFAULT_MARGINS)
     return 1.0, 0.0, 0.0
+
+
+model_input = _common.image_input
+serving = _common.image_serving
 
 
 def net(recipe, shape, classes: int, activation, preprocessing):

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from zoo.tasks import _common
 
+INPUT = "images"
 TARGET = "segmentation_masks"
 MONITOR = "val_mean_iou"
 VALIDATE = True  # fit reports the eval split each epoch
@@ -142,6 +143,10 @@ def _check_crop(recipe) -> None:
                 f"data.{key} {value} must be a multiple of {stride} (2**depth of "
                 f"{recipe.model.name}) in both dimensions"
             )
+
+
+model_input = _common.image_input
+serving = _common.image_serving
 
 
 def net(recipe, shape, classes: int, activation, preprocessing):

@@ -231,3 +231,41 @@ def test_saved_models_with_custom_objects_load_after_import_zoo(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[-2:] == ["Warmup", "ShortcutPad"]
+
+
+def _ci_run(tmp_path, env_data):
+    """.ci/run in a copy of the repository with `make` replaced by a recorder."""
+    import os
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    repo = tmp_path / "clone" / "main"
+    (repo / ".ci").mkdir(parents=True, exist_ok=True)
+    shutil.copy(Path(__file__).resolve().parent.parent / ".ci" / "run", repo / ".ci" / "run")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "make").write_text('#!/bin/sh\necho "make $* ZOO_TEST_DATA=$ZOO_TEST_DATA"\n')
+    (bin_dir / "make").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "ZOO_TEST_DATA"}
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    if env_data is not None:
+        env["ZOO_TEST_DATA"] = env_data
+    return subprocess.run(
+        ["bash", str(repo / ".ci" / "run")], env=env, capture_output=True, text=True
+    ), repo
+
+
+def test_ci_stops_when_the_shared_data_is_missing(tmp_path):
+    result, _ = _ci_run(tmp_path, None)  # no ../shared/data beside the clone
+    assert result.returncode != 0 and "make" not in result.stdout
+    result, _ = _ci_run(tmp_path, str(tmp_path / "nowhere"))
+    assert result.returncode == 1 and "is not a folder" in result.stderr
+    (tmp_path / "clone" / "shared" / "data").mkdir(parents=True)
+    result, repo = _ci_run(tmp_path, None)
+    assert result.returncode == 0, result.stderr
+    data = (tmp_path / "clone" / "shared" / "data").resolve()
+    assert result.stdout.splitlines() == [
+        f"make install ZOO_TEST_DATA={data}",
+        f"make test ZOO_TEST_DATA={data}",
+    ]

@@ -78,6 +78,40 @@ def test_user_file_extends_a_shipped_recipe(tmp_path):
     assert (recipe.name, recipe.fit.epochs, recipe.data.source) == ("mine", 2, "digits")
 
 
+def test_extends_with_another_dataset_name_keeps_the_data_table(tmp_path):
+    # data.name is a TFDS dataset, not a choice of kind: the rest of [data] is inherited.
+    path = tmp_path / "fashion.toml"
+    path.write_text('extends = "lenet_mnist"\ndescription = "d"\n[data]\nname = "fashion_mnist"\n')
+    recipe = load_recipe(str(path))
+    parent = load_recipe("lenet_mnist")
+    assert recipe.data.name == "fashion_mnist"
+    assert recipe.data.source == "tfds" and recipe.data.image_size == parent.data.image_size
+    assert recipe.data == parent.data.model_copy(update={"name": "fashion_mnist"})
+
+
+def test_monitors_must_name_a_logged_metric():
+    with pytest.raises(ZooError, match=r"unknown fit.monitor metric 'val_acc'; did you mean "):
+        load_recipe("lenet_digits", ["fit.monitor='val_acc'"])
+    assert load_recipe("lenet_digits", ["fit.monitor='val_loss'"]).monitor == "val_loss"
+    with pytest.raises(ZooError, match=r"fit.early_stopping.monitor metric 'val_loss'.*logs loss"):
+        load_recipe("arcface_att_faces", ["fit.early_stopping={patience=2}"])
+    with pytest.raises(ZooError, match="'val_mean_iou'.*segmentation logs"):
+        load_recipe("unet_membrane", ["compile.metrics=['dice']", "fit.monitor='val_mean_iou'"])
+
+
+@pytest.mark.parametrize("value", ["none", "linear", "sigmoid"])
+def test_classifier_activation_is_the_tasks(value):
+    with pytest.raises(ZooError, match=f"classifier_activation '{value}': a classification"):
+        load_recipe("lenet_digits", [f"model.args={{classifier_activation='{value}'}}"])
+    assert load_recipe("lenet_digits", ["model.args={classifier_activation='softmax'}"])
+
+
+@pytest.mark.parametrize("recipe", ["lenet_digits", "lenet_mnist", "unet_membrane"])
+def test_duplicated_classes_are_refused_for_every_source(recipe):
+    with pytest.raises(ZooError, match="data.classes lists '1' more than once"):
+        load_recipe(recipe, ["data.classes=['1', '2', '1']"])
+
+
 def test_extends_cycle(tmp_path):
     (tmp_path / "a.toml").write_text('extends = "b.toml"\n')
     (tmp_path / "b.toml").write_text('extends = "a.toml"\n')

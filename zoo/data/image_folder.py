@@ -74,8 +74,6 @@ def folder_layout(
             f"data.classes names {', '.join(map(repr, missing))}, not found in "
             f"{train}; available: {', '.join(found)}"
         )
-    if len(set(classes)) != len(classes):
-        raise ZooError(f"data.classes lists a class twice: {classes}")
     return train, test, list(classes)
 
 

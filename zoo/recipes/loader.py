@@ -48,16 +48,22 @@ def _read(path: Path) -> dict:
         raise ZooError(f"recipe {path}: not valid TOML: {e}") from e
 
 
+# Tables whose `name` is a choice among kinds, with arguments of that kind: a child naming
+# another kind replaces the whole table. Elsewhere (`[data]`: name is a TFDS dataset) a
+# `name` is one key like the others.
+CHOICE_TABLES = ("model", "optimizer", "schedule")
+
+
 def _merge(base: dict, over: dict) -> dict:
     """Tables merge key by key; any other value (arrays included) replaces the base's, and so
-    does a table naming another `name` (another optimizer or schedule, say)."""
+    does a choice table naming another `name` (another model, optimizer or schedule)."""
     out = copy.deepcopy(base)
     for key, value in over.items():
         old = out.get(key)
         if (
             isinstance(value, dict)
             and isinstance(old, dict)
-            and value.get("name", old.get("name")) == old.get("name")
+            and (key not in CHOICE_TABLES or value.get("name", old.get("name")) == old.get("name"))
         ):
             out[key] = _merge(out[key], value)
         else:

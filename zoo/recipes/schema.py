@@ -517,6 +517,22 @@ class Recipe(_Strict):
                 raise ValueError(f"{label} takes RGB images: set data.channels = 3")
         return self
 
+    @model_validator(mode="after")
+    def _monitors(self):
+        from zoo import tasks
+
+        logged = tasks.logged(self)
+        stopping = self.fit.early_stopping
+        for key, name in (
+            ("fit.monitor", self.fit.monitor),
+            ("fit.early_stopping.monitor", stopping.monitor if stopping else None),
+        ):
+            if name is not None and name not in logged:
+                raise _unknown(
+                    name, logged, f"{key} metric", f"{self.task} logs {', '.join(logged)}"
+                )
+        return self
+
     @property
     def epochs(self) -> int:
         """All epochs: fit.epochs, or the sum of the phases'."""

@@ -170,6 +170,51 @@ def test_image_folder_validation_split_classes_and_pgm(tmp_path):
     assert x[y == 0].mean() >= 80  # class s3: values 80..84
 
 
+@pytest.mark.parametrize("ext", ["png", "tif"])  # TensorFlow's decoder, and Pillow's
+def test_rgba_palette_and_16_bit_images_convert_to_the_recipes_channels(tmp_path, ext):
+    from PIL import Image
+
+    folders = {k: tmp_path / "train" / k for k in ("rgba", "palette", "deep", "grey")}
+    for folder in folders.values():
+        folder.mkdir(parents=True)
+    for k in range(2):
+        Image.new("RGBA", (4, 4), (200, 100, 50, 10)).save(folders["rgba"] / f"{k}.{ext}")
+        palette = Image.new("P", (4, 4), 1)
+        palette.putpalette([0, 0, 0, 30, 60, 90] + [0] * 762)
+        palette.save(folders["palette"] / f"{k}.{ext}")
+        # 16-bit grey at half of the range: 128 in 8 bits (Pillow's own conversion clips to 255)
+        deep = Image.fromarray(np.full((4, 4), 32896, np.uint16))
+        deep.save(folders["deep"] / f"{k}.{ext}")
+        Image.new("L", (4, 4), 77).save(folders["grey"] / f"{k}.{ext}")
+
+    def pixels(channels):
+        data = build(
+            recipe(
+                source="image_folder",
+                path=str(tmp_path),
+                image_size=[4, 4],
+                channels=channels,
+                validation_split=0.5,
+                batch_size=50,
+            )
+        )
+        found = {}
+        for ds in (data.train, data.eval):
+            for x, y in ds:
+                for image, label in zip(x.numpy(), y.numpy()):
+                    found[data.class_names[label]] = image[0, 0].tolist()
+        return found
+
+    rgb = pixels(3)
+    assert rgb["rgba"] == [200, 100, 50]  # alpha dropped, not the red channel spread
+    assert rgb["palette"] == [30, 60, 90]
+    assert rgb["deep"] == [128, 128, 128]
+    assert rgb["grey"] == [77, 77, 77]
+    grey = pixels(1)
+    assert grey["rgba"][0] == pytest.approx(0.299 * 200 + 0.587 * 100 + 0.114 * 50, abs=1.5)
+    assert grey["deep"] == [128] and grey["grey"] == [77]
+
+
 def test_image_folder_errors(tmp_path):
     make_folder(tmp_path, "train", ["a", "b"], 2)
     with pytest.raises(ZooError, match="'c', not found in .*available: a, b"):

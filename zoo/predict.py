@@ -102,10 +102,12 @@ def read_image(path, shape) -> np.ndarray:
     that size is fixed."""
     from PIL import Image, UnidentifiedImageError
 
+    from zoo.data.common import pil_image
+
     height, width, channels = shape
     try:
         with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB")
+            image = pil_image(image, channels)
             if height and width and image.size != (width, height):
                 image = image.resize((width, height), Image.Resampling.BILINEAR)
             array = np.asarray(image, dtype=np.float32)

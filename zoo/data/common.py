@@ -129,11 +129,26 @@ def labelled_arrays(cfg, train, test, names, seed) -> Source:
     return Source(examples(x, y), examples(ex, ey), kept, eval_name)
 
 
+def pil_image(image, channels: int):
+    """A Pillow image as 8-bit greyscale ("L") or RGB: 16- and 32-bit integer images scaled
+    to 0-255 (Pillow's own conversion clips them), palettes expanded, alpha dropped."""
+    from PIL import Image
+
+    if image.mode.startswith("I") or image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode == "F":
+            top = max(float(values.max()), 1.0) if values.max() > 1 else 1.0
+        else:
+            top = 255.0 if values.max() <= 255 else 65535.0
+        image = Image.fromarray(np.clip(np.round(values * 255 / top), 0, 255).astype(np.uint8))
+    return image.convert("L" if channels == 1 else "RGB")
+
+
 def decode_with_pil(path: bytes, channels: int) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path.decode()) as im:
-        arr = np.asarray(im.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
+        arr = np.asarray(pil_image(im, channels), dtype=np.uint8)
     return arr[..., None] if channels == 1 else arr
 
 

@@ -81,11 +81,13 @@ def _prepare(ds, cfg: DataConfig):
     def fix(example):
         image = example["images"]
         channels = image.shape[-1]
+        if channels in (2, 4):  # grey or RGB with alpha: the alpha goes
+            image, channels = image[..., : channels - 1], channels - 1
         if channels is not None and channels != cfg.channels:
             if cfg.channels == 1:
-                image = tf.image.rgb_to_grayscale(image[..., :3])
+                image = tf.image.rgb_to_grayscale(image)
             else:
-                image = tf.image.grayscale_to_rgb(image[..., :1])
+                image = tf.image.grayscale_to_rgb(image)
         out = dict(example)
         out["images"] = tf.ensure_shape(resize(image, "bilinear"), (height, width, cfg.channels))
         if MASKS in example:

@@ -222,6 +222,28 @@ def test_bad_arguments(kwargs, message):
     assert message in str(e.value)
 
 
+def test_a_type_error_inside_a_builder_is_not_reported_as_a_wrong_argument(monkeypatch):
+    import dataclasses
+
+    from zoo import registry
+
+    def broken(*, classes: int = 10):
+        return len(classes)  # a bug: TypeError from inside the builder
+
+    spec = dataclasses.replace(registry._spec("lenet5"), builder=broken)
+    monkeypatch.setitem(registry._REGISTRY, "lenet5", spec)
+    with pytest.raises(TypeError, match="has no len"):
+        zoo.get("lenet5", classes=3)
+    with pytest.raises(ZooError, match="unexpected keyword argument 'colour'; its arguments are"):
+        zoo.get("lenet5", colour=3)
+
+
+def test_imagenet_weights_under_a_1000_class_head_are_refused():
+    # A keras.applications user reads this as ImageNet's classifier; zoo's head is random.
+    with pytest.raises(ZooError, match=r"keras.applications.MobileNetV2\(weights='imagenet'\)"):
+        zoo.get("mobilenet_v2", weights="imagenet")
+
+
 def test_unknown_name_suggests_close_matches():
     with pytest.raises(ZooError, match="did you mean .*'resnet50'"):
         zoo.get("resnet05")

@@ -110,11 +110,13 @@ def get(name: str, **kwargs):
     ```
     """
     spec = _spec(name)
+    signature = inspect.signature(spec.builder)
     try:
-        return spec.builder(**kwargs)
+        signature.bind(**kwargs)  # a wrong argument name; a TypeError inside is a bug
     except TypeError as e:
-        allowed = [p for p in inspect.signature(spec.builder).parameters]
+        allowed = list(signature.parameters)
         raise ZooError(f"model {name!r}: {e}; its arguments are {', '.join(allowed)}") from e
+    return spec.builder(**kwargs)
 
 
 def info(name: str) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import keras
 
 from zoo.backbones import KERAS, backbone, deepest
+from zoo.errors import ZooError
 from zoo.heads import classification
 from zoo.models._common import check_top, pool
 from zoo.registry import register
@@ -56,6 +57,13 @@ def _variant(name: str):
         **options,
     ):
         check_top(name, include_top, pooling, classes)
+        if include_top and weights == "imagenet" and classes == 1000:
+            raise ZooError(
+                f"{name}: weights='imagenet' loads the ImageNet backbone; zoo's head over it is "
+                "new, so 1000 classes would not be ImageNet's classifier. For that use "
+                f"keras.applications.{spec.constructor}(weights='imagenet'); to fine-tune, "
+                "pass classes=<your class count>; for features, include_top=False"
+            )
         features = backbone(name, input_shape=input_shape or default, weights=weights, **options)
         if include_top:
             return classification(

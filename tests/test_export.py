@@ -65,6 +65,15 @@ def test_int8_is_small_and_full_integer_takes_int8(trained):
     assert interpreter.get_output_details()[0]["dtype"] == np.int8
 
 
+def test_parity_reads_a_bounded_number_of_eval_images(trained, tmp_path):
+    code, out, err = zoo_cli(
+        "export", str(trained), "--format", "tflite", "--samples", "50", "-o", str(tmp_path)
+    )
+    assert code == 0, err
+    report = json.loads((tmp_path / "model.tflite.parity.json").read_text())
+    assert report["examples"] == 50  # of the 360 eval images
+
+
 def test_export_of_a_keras_file_uses_random_pixels(trained, tmp_path):
     report = export(trained / "model.keras", format="tflite", output=tmp_path, samples=16)
     assert report["examples"] == 16 and "keras_accuracy" not in report

@@ -18,6 +18,8 @@ from zoo import rundir, tasks
 from zoo.errors import ZooError
 
 FORMATS = ("savedmodel", "tflite", "onnx")
+# The most eval examples the parity report reads by default (the task may read fewer).
+SAMPLES = 2000
 QUANTIZATIONS = ("none", "dynamic", "float16", "int8")
 
 
@@ -41,20 +43,21 @@ def artifact_name(
     }[fmt]
 
 
-def _eval_batches(recipe, model, samples: int, seed: int = 0):
-    """Real eval images of the recipe and their targets (the whole split, up to the task's
-    PARITY_EXAMPLES) or, without a recipe, random pixels."""
+def _eval_batches(recipe, model, samples: int | None, seed: int = 0):
+    """Real eval examples of the recipe and their targets (the first `samples` of the split,
+    default SAMPLES, and at most the task's PARITY_EXAMPLES) read batch by batch, never the
+    whole split into memory; without a recipe, `samples` (default 256) random-pixel images."""
     if recipe is not None:
         from zoo.data import build
 
         data = build(recipe, training=False)
-        limit = tasks.get(recipe.task).PARITY_EXAMPLES
+        limit = min(samples or SAMPLES, tasks.get(recipe.task).PARITY_EXAMPLES or SAMPLES)
         images, targets, total = [], [], 0
         for x, y in data.eval:
             images.append(_numpy(x))
             targets.append(y.numpy())
             total += len(images[-1])
-            if limit and total >= limit:
+            if total >= limit:
                 break
         return (
             np.concatenate(images)[:limit],
@@ -68,7 +71,7 @@ def _eval_batches(recipe, model, samples: int, seed: int = 0):
         )
     shape = tuple(model.input.shape[1:])
     rng = np.random.default_rng(seed)
-    return rng.uniform(0, 255, (samples, *shape)).astype("float32"), None, None
+    return rng.uniform(0, 255, (samples or 256, *shape)).astype("float32"), None, None
 
 
 def _numpy(batch) -> np.ndarray:
@@ -186,7 +189,7 @@ def export(
     representative: int = 200,
     full_integer: bool = False,
     tolerance: float | None = None,
-    samples: int = 256,
+    samples: int | None = None,
     input_dtype: str = "float32",
     any_size: bool = False,
 ) -> dict:
@@ -194,9 +197,10 @@ def export(
 
     Writes the artifact and `<artifact>.parity.json` into `output` (default RUN_DIR/export).
 
-    The exported model takes raw pixels at the recipe's image size, as float32 or, with
-    `input_dtype="uint8"`, as uint8 (what image decoders give); with `any_size=True` it takes
-    images of any height and width and resizes them (bilinear) as the recipe's pipeline did.
+    The parity report reads the first `samples` eval examples (default 2000; segmentation 64),
+    batch by batch. The exported model takes raw pixels at the recipe's image size, as float32
+    or, with `input_dtype="uint8"`, as uint8 (what image decoders give); with `any_size=True`
+    it takes images of any height and width and resizes them (bilinear) as the pipeline did.
 
     Returns the parity report (with `path`, `size_bytes`, `tolerance`); raises ParityError
     when the agreement with the Keras model (the task's: top-1 agreement for classifiers, pixel

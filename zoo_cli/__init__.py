@@ -157,6 +157,11 @@ def eval_cmd(run_dir):
     help="With --quantize int8: int8 input and output (microcontrollers).",
 )
 @click.option(
+    "--samples",
+    type=click.IntRange(min=1),
+    help="Eval examples the parity check reads (default 2000; segmentation 64).",
+)
+@click.option(
     "--representative",
     type=click.IntRange(min=1),
     default=200,
@@ -188,7 +193,16 @@ def eval_cmd(run_dir):
     help="Folder for the export (default RUN_DIR/export).",
 )
 def export_cmd(
-    source, fmt, quantize, full_integer, representative, tolerance, input_dtype, any_size, output
+    source,
+    fmt,
+    quantize,
+    samples,
+    full_integer,
+    representative,
+    tolerance,
+    input_dtype,
+    any_size,
+    output,
 ):
     """Export SOURCE (a run directory or a .keras file) and check it against Keras.
 
@@ -204,6 +218,7 @@ def export_cmd(
             quantize=quantize,
             output=output,
             representative=representative,
+            samples=samples,
             full_integer=full_integer,
             tolerance=tolerance,
             input_dtype=input_dtype,

@@ -109,6 +109,46 @@ def test_resume_continues_from_the_last_epoch(tmp_path, quiet):
         zoo.train(recipe, output=out, resume=True, log=quiet)
 
 
+def test_a_run_failing_before_its_first_epoch_leaves_nothing_behind(tmp_path, quiet):
+    recipe = load_recipe("lenet_digits", [*FAST, "fit.epochs=1"])
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        zoo.train(recipe, output=out, callbacks=[Crash(0)], log=quiet)
+    assert not out.exists()  # so a plain retry is not refused
+    existing = tmp_path / "mine"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("keep")
+    with pytest.raises(KeyboardInterrupt):
+        zoo.train(recipe, output=existing, callbacks=[Crash(0)], log=quiet)
+    assert [p.name for p in existing.iterdir()] == ["notes.txt"]  # the user's file stays
+    run = zoo.train(recipe, output=out, log=quiet)
+    assert json.loads((run / rundir.METRICS).read_text())["epochs"] == 1
+    assert not (run / rundir.LOCK).exists()
+
+
+def test_a_second_process_on_the_same_run_is_refused(tmp_path, quiet):
+    import socket
+    import subprocess
+
+    recipe = load_recipe("lenet_digits", [*FAST, "fit.epochs=1"])
+    out = tmp_path / "run"
+    out.mkdir()
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        (out / rundir.LOCK).write_text(f"{socket.gethostname()} {other.pid}\n")
+        with pytest.raises(
+            ZooError, match=rf"in use by another zoo-train \(host .*, pid {other.pid}\)"
+        ):
+            zoo.train(recipe, output=out, log=quiet)
+        assert (out / rundir.LOCK).is_file() and not (out / rundir.RECIPE).exists()
+    finally:
+        other.kill()
+        other.wait()
+    # Its process is gone: the lock is stale and the run goes ahead.
+    run = zoo.train(recipe, output=out, log=quiet)
+    assert (run / rundir.METRICS).is_file() and not (run / rundir.LOCK).exists()
+
+
 def test_resume_refuses_another_recipe(tmp_path, quiet):
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):

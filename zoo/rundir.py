@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 RECIPE = "recipe.toml"
@@ -94,3 +95,54 @@ def load(source, *, what: str = "this", compile: bool = True):
     except Exception as e:  # Keras raises many types for a file that is not a model
         raise ZooError(f"could not load a Keras model from {file}: {e}".splitlines()[0]) from e
     return model, recipe, run
+
+
+LOCK = "zoo-train.lock"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def locked(run: Path):
+    """Holds `run`'s lock file (the owner's host and pid) while the block runs: a second
+    zoo-train on the same directory stops with an error; a lock left by a process that died on
+    this host is taken over."""
+    import socket
+
+    from zoo.errors import ZooError
+
+    path = Path(run) / LOCK
+    me = f"{socket.gethostname()} {os.getpid()}"
+    for attempt in range(1000):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = path.read_text().split() if path.is_file() else []
+            host, pid = (owner + ["", ""])[:2]
+            if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+                path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            if not owner:  # being written this instant: look again; empty for long: stale
+                if attempt >= 20:
+                    path.unlink(missing_ok=True)
+                time.sleep(0.05)
+                continue
+            raise ZooError(
+                f"{run} is in use by another zoo-train (host {host}, pid {pid}); wait for it to "
+                f"end or choose another --output (if that process is gone, delete {path})"
+            ) from None
+        with os.fdopen(fd, "w") as f:
+            f.write(me + "\n")
+        break
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)

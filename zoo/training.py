@@ -218,6 +218,37 @@ def train(
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
     run = check_run(recipe, output, resume)
+    created = not run.exists()
+    run.mkdir(parents=True, exist_ok=True)
+    with rundir.locked(run):
+        state = _State(run / rundir.STATE, rundir.read_json(run / rundir.STATE) if resume else {})
+        try:
+            if not resume:
+                check_run(recipe, run, resume)  # again, now that no other process can start
+            _train(run, recipe, resume, state, callbacks, log)
+        except BaseException:
+            if not resume and not state.state.get("epochs_done"):
+                # Failed before its first epoch: nothing worth resuming, so nothing is left
+                # behind that would block a retry.
+                _discard(run, created)
+            raise
+    return run
+
+
+def _discard(run: Path, created: bool) -> None:
+    """Removes what a run that failed before its first epoch wrote (the folder too, where
+    this run made it)."""
+    if created:
+        shutil.rmtree(run, ignore_errors=True)
+        return
+    for name in (rundir.RECIPE, rundir.HISTORY, rundir.CHECKPOINTS, rundir.TENSORBOARD):
+        path = run / name
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+def _train(run: Path, recipe: Recipe, resume: bool, state: _State, callbacks, log) -> None:
+    """Data, model, the phases' `fit` calls, the saved model and its evaluation, in `run`
+    (locked by the caller)."""
     runtime.seed_everything(recipe.runtime.seed)
     policy = runtime.policy(recipe.runtime)
     log(f"zoo: {recipe.name} -> {run} ({policy.describe()})")
@@ -227,7 +258,6 @@ def train(
         f"({data.eval_name}), {len(data.class_names)} classes"
     )
     phases = list(recipe.phases) or [None]
-    state = _State(run / rundir.STATE, rundir.read_json(run / rundir.STATE) if resume else {})
     first = state.state.get("phases_done", 0)
     starts = [sum(p.epochs for p in phases[:k]) for k in range(len(phases))]
     # The epoch the current phase's backup reached, None where it has none (yet).
@@ -250,9 +280,7 @@ def train(
     for phase in recipe.phases:  # a misnamed stage fails now, not after hours of phase 1
         _set_trainable(recipe, net, phase)
     if not resume:
-        run.mkdir(parents=True, exist_ok=True)
         rundir.write_text(run / rundir.RECIPE, dumps(recipe))
-
     _trim_history(run / rundir.HISTORY, done)
     if resume:
         log(f"zoo: resuming after epoch {done} of {recipe.epochs}")
@@ -304,7 +332,6 @@ def train(
     finish_run(run, model, data, recipe)
     for k in range(len(phases)):
         (run / rundir.phase_end(k)).unlink(missing_ok=True)
-    return run
 
 
 def _set_trainable(recipe: Recipe, net: keras.Model, phase: PhaseConfig) -> int:

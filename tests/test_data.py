@@ -1,6 +1,7 @@
 """Data sources and the pipeline, on small data written by the tests and on TFDS mock data."""
 
 import gzip
+import json
 import struct
 import time
 
@@ -39,9 +40,10 @@ def idx_folder(tmp_path):
 
 
 def recipe(**data):
-    overrides = [
-        f"data.{k}={v!r}" if isinstance(v, str) else f"data.{k}={v}" for k, v in data.items()
-    ]
+    def toml(v):
+        return repr(v) if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else v
+
+    overrides = [f"data.{k}={toml(v)}" for k, v in data.items()]
     return load_recipe("lenet_digits", overrides)
 
 
@@ -213,6 +215,72 @@ def test_rgba_palette_and_16_bit_images_convert_to_the_recipes_channels(tmp_path
     grey = pixels(1)
     assert grey["rgba"][0] == pytest.approx(0.299 * 200 + 0.587 * 100 + 0.114 * 50, abs=1.5)
     assert grey["deep"] == [128] and grey["grey"] == [77]
+
+
+def _corrupt_folder(root):
+    """Ten good JPEGs and PNGs in two classes, and four bad files among them."""
+    from PIL import Image
+
+    for label in ("a", "b"):
+        (root / "train" / label).mkdir(parents=True)
+        for k in range(5):
+            Image.new("RGB", (8, 8), (40 * k, 0, 0)).save(root / "train" / label / f"{k}.jpg")
+    good = (root / "train" / "a" / "0.jpg").read_bytes()
+    (root / "train" / "a" / "cut.jpg").write_bytes(good[: len(good) // 2])  # truncated
+    (root / "train" / "b" / "empty.png").write_bytes(b"")
+    (root / "train" / "b" / "notes.png").write_text("not an image")
+    png = root / "train" / "b" / "cut.png"
+    Image.new("L", (8, 8), 9).save(png)
+    png.write_bytes(png.read_bytes()[:-12])  # the IEND chunk gone
+    return root
+
+
+def test_corrupt_images_are_named_before_training_or_skipped(tmp_path):
+    root = _corrupt_folder(tmp_path)
+    args = dict(source="image_folder", path=str(root), image_size=[8, 8], channels=3)
+    with pytest.raises(ZooError) as e:
+        build(recipe(**args, validation_split=0.2))
+    message = str(e.value)
+    assert message.startswith(f"{root}/train/a/cut.jpg: a") and "cut short" in message
+    assert "and 3 more" in message and "data.skip_corrupt = true" in message
+    data = build(recipe(**args, validation_split=0.2, skip_corrupt=True))
+    assert data.train_count + data.eval_count == 10
+    assert sorted(p.rsplit("/", 1)[1] for p in data.skipped) == [
+        "cut.jpg",
+        "cut.png",
+        "empty.png",
+        "notes.png",
+    ]
+    assert sum(len(x) for x, _ in data.train) == data.train_count  # every kept file decodes
+
+
+def test_a_corrupt_image_stops_zoo_train_with_one_line_and_no_run_directory(tmp_path):
+    from tests.test_export import zoo_cli
+
+    root = _corrupt_folder(tmp_path / "data")
+    out = tmp_path / "run"
+    sets = [f"data.path='{root}'", "data.source='image_folder'", "data.channels=3"]
+    args = [x for s in sets for x in ("--set", s)]
+    code, _, err = zoo_cli("train", "lenet_digits", *args, "--output", str(out))
+    assert code == 2 and err.startswith("error: ") and "cut.jpg: a" in err and "cut short" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+    code, out_text, err = zoo_cli(
+        "train",
+        "lenet_digits",
+        *args,
+        "--set",
+        "data.skip_corrupt=true",
+        "--set",
+        "fit.epochs=1",
+        "--set",
+        "fit.verbose=0",
+        "--output",
+        str(out),
+    )
+    assert code == 0, err
+    assert "skipped 4 unreadable file(s)" in out_text
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["skipped_files"]) == 4
 
 
 def test_image_folder_errors(tmp_path):

@@ -257,6 +257,12 @@ def _train(run: Path, recipe: Recipe, resume: bool, state: _State, callbacks, lo
         f"zoo: {data.train_count} training and {data.eval_count} eval examples "
         f"({data.eval_name}), {len(data.class_names)} classes"
     )
+    if data.skipped:
+        log(
+            f"zoo: skipped {len(data.skipped)} unreadable file(s) (data.skip_corrupt): "
+            + ", ".join(data.skipped[:3])
+            + (", ..." if len(data.skipped) > 3 else "")
+        )
     phases = list(recipe.phases) or [None]
     first = state.state.get("phases_done", 0)
     starts = [sum(p.epochs for p in phases[:k]) for k in range(len(phases))]
@@ -360,6 +366,8 @@ def finish_run(run: Path, model, data, recipe: Recipe) -> dict:
     metrics["train_seconds"] = round(float(state.get("train_seconds", 0.0)), 2)
     metrics["epochs"] = int(state.get("epochs_done", 0))
     metrics["classes"] = list(data.class_names)
+    if data.skipped:
+        metrics["skipped_files"] = list(data.skipped)
     rundir.write_json(run / rundir.METRICS, metrics)
     evaluation.plot_curves(run / rundir.HISTORY, run / rundir.CURVES)
     return metrics

@@ -3,6 +3,7 @@ decoding image files."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +36,7 @@ class Source:
     class_names: list[str]
     eval_name: str
     eval_class_names: list[str] | None = None
+    skipped: tuple[str, ...] = ()  # unreadable files left out (data.skip_corrupt)
 
 
 def class_indices(classes, names) -> list[int]:
@@ -127,6 +129,54 @@ def labelled_arrays(cfg, train, test, names, seed) -> Source:
         return Examples(ds, len(labels))
 
     return Source(examples(x, y), examples(ex, ey), kept, eval_name)
+
+
+def image_problem(path: str) -> str | None:
+    """Why the image file `path` cannot be used (empty, not an image, cut short), or None.
+    Reads its header and its last bytes only: cheap enough for 100k files."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        size = os.path.getsize(path)
+        if size == 0:
+            return "the file is empty"
+        with Image.open(path) as image:
+            kind = image.format
+        with open(path, "rb") as f:
+            f.seek(max(0, size - 4096))
+            tail = f.read()
+    except UnidentifiedImageError:
+        return "not an image Pillow or TensorFlow can read"
+    except (OSError, ValueError, SyntaxError) as e:  # Pillow's header parsers raise these too
+        if "truncated" in str(e).lower():
+            return "an image cut short (truncated)"
+        return f"unreadable ({e})"
+    if kind == "JPEG" and b"\xff\xd9" not in tail:
+        return "a JPEG cut short (no end-of-image marker)"
+    if kind == "PNG" and b"IEND" not in tail:
+        return "a PNG cut short (no IEND chunk)"
+    if kind == "GIF" and not tail.endswith(b";"):
+        return "a GIF cut short (no trailer)"
+    return None
+
+
+def check_images(files: list[str], skip: bool) -> list[int]:
+    """Indices of `files` that are readable images. An unreadable one is an error naming it,
+    before any training, unless `skip` (data.skip_corrupt) leaves it out."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        problems = list(pool.map(image_problem, files))
+    bad = [(f, why) for f, why in zip(files, problems, strict=True) if why]
+    if bad and not skip:
+        more = f" (and {len(bad) - 1} more: {', '.join(f for f, _ in bad[1:4])}" + (
+            ", ...)" if len(bad) > 4 else ")"
+        )
+        raise ZooError(
+            f"{bad[0][0]}: {bad[0][1]}{more if len(bad) > 1 else ''}. Remove or replace it, "
+            "or set data.skip_corrupt = true to train on the readable files"
+        )
+    return [k for k, why in enumerate(problems) if not why]
 
 
 def pil_image(image, channels: int):

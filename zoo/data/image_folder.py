@@ -12,6 +12,7 @@ from zoo.data.common import (
     IMAGE_FORMATS,
     Examples,
     Source,
+    check_images,
     identity_split,
     image_decoder,
     select,
@@ -86,8 +87,15 @@ def _examples(files, labels, channels) -> Examples:
     return Examples(ds, len(files))
 
 
-def _files(root, names, max_per_class, seed):
+def _files(root, names, max_per_class, seed, skip_corrupt=False, skipped=None):
+    """The image files of the classes `names` under `root` and their labels, each file checked
+    (see common.check_images); the ones skipped are appended to `skipped`."""
     files, labels = list_images(root, names)
+    readable = check_images(files, skip_corrupt)
+    if skipped is not None:
+        gone = set(range(len(files))) - set(readable)
+        skipped.extend(files[k] for k in sorted(gone))
+    files, labels = [files[k] for k in readable], labels[readable]
     index, labels = select(np.arange(len(labels)), labels, names, None, max_per_class, seed)[:2]
     if not len(index):
         raise ZooError(
@@ -103,9 +111,12 @@ def load(cfg, target: str, seed: int) -> Source:
     )
     if cfg.eval_identities is not None:
         return _by_identity(cfg, train_root, names, seed)
-    files, labels = _files(train_root, names, cfg.max_per_class, seed)
+    skipped = []
+    files, labels = _files(train_root, names, cfg.max_per_class, seed, cfg.skip_corrupt, skipped)
     if eval_root is not None:
-        eval_files, eval_labels = _files(eval_root, names, cfg.max_per_class, seed)
+        eval_files, eval_labels = _files(
+            eval_root, names, cfg.max_per_class, seed, cfg.skip_corrupt, skipped
+        )
         eval_name = cfg.eval_split
     else:
         train_idx, eval_idx = stratified_split(labels, cfg.validation_split, seed)
@@ -117,6 +128,7 @@ def load(cfg, target: str, seed: int) -> Source:
         _examples(eval_files, eval_labels, cfg.channels),
         names,
         eval_name,
+        skipped=tuple(skipped),
     )
 
 
@@ -124,8 +136,8 @@ def identity_files(cfg, root: Path, names: list[str], seed: int):
     """((files, labels) of training, (files, labels) of eval, training identities, eval
     identities) split by `data.eval_identities`: no identity, so no file, is on both sides."""
     train_names, eval_names = identity_split(names, cfg.eval_identities, seed)
-    train = _files(root, train_names, cfg.max_per_class, seed)
-    held_out = _files(root, eval_names, cfg.max_per_class, seed)
+    train = _files(root, train_names, cfg.max_per_class, seed, cfg.skip_corrupt)
+    held_out = _files(root, eval_names, cfg.max_per_class, seed, cfg.skip_corrupt)
     return train, held_out, train_names, eval_names
 
 

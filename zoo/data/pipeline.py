@@ -51,6 +51,7 @@ class Data:
     # The training split's examples as the source gives them (unbatched, not augmented): what
     # preprocessing that learns from data (a text vocabulary) adapts on.
     train_examples: tf.data.Dataset | None = None
+    skipped: tuple[str, ...] = ()  # unreadable files left out (data.skip_corrupt)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -181,6 +182,7 @@ def build(recipe: Recipe, *, training: bool = True) -> Data:
         batch_size=cfg.batch_size,
         eval_class_names=source.eval_class_names or source.class_names,
         train_examples=source.train.dataset if training else None,
+        skipped=source.skipped,
     )
 
 

@@ -22,6 +22,7 @@ from zoo.data.common import (
     IMAGE_FORMATS,
     Examples,
     Source,
+    check_images,
     image_decoder,
     validation_name,
 )
@@ -192,13 +193,24 @@ def _examples(files: list[tuple[str, str]], cfg, values: dict[str, int]) -> Exam
     return Examples(ds, len(files))
 
 
+def _readable(files: list[tuple[str, str]], skip: bool, skipped: list[str]):
+    """The pairs whose image and mask are both readable (see common.check_images)."""
+    ok = set(check_images([path for pair in files for path in pair], skip))
+    kept = [k for k in range(len(files)) if 2 * k in ok and 2 * k + 1 in ok]
+    skipped.extend(image for k, (image, _) in enumerate(files) if k not in set(kept))
+    return [files[k] for k in kept]
+
+
 def load(cfg, target: str, seed: int) -> Source:
     values = mask_values(cfg)
     names = class_names(cfg)
     train_dir, eval_dir = layout(cfg)
-    files = pairs(train_dir, cfg.images_dir, cfg.masks_dir)
+    skipped = []
+    files = _readable(pairs(train_dir, cfg.images_dir, cfg.masks_dir), cfg.skip_corrupt, skipped)
     if eval_dir is not None:
-        eval_files = pairs(eval_dir, cfg.images_dir, cfg.masks_dir)
+        eval_files = _readable(
+            pairs(eval_dir, cfg.images_dir, cfg.masks_dir), cfg.skip_corrupt, skipped
+        )
         eval_name = cfg.eval_split
     else:
         if len(files) < 2:
@@ -210,5 +222,9 @@ def load(cfg, target: str, seed: int) -> Source:
         eval_name = validation_name(cfg.validation_split)
     check(files + eval_files, values)
     return Source(
-        _examples(files, cfg, values), _examples(eval_files, cfg, values), names, eval_name
+        _examples(files, cfg, values),
+        _examples(eval_files, cfg, values),
+        names,
+        eval_name,
+        skipped=tuple(skipped),
     )

@@ -172,6 +172,9 @@ class DataConfig(_Strict):
     shuffle_buffer: PositiveInt = 10_000
     classes: list[str] | None = None
     max_per_class: PositiveInt | None = None
+    # image folders: leave out (and count) files that are not readable images, instead of
+    # stopping with an error naming the first.
+    skip_corrupt: bool = False
     # segmentation_folder: the sub-folders pairing images and masks by file stem, and the mask
     # values of each class id ("0" = 0, "255" = 1 for binary masks; "R,G,B" keys for colour
     # masks). Default: binary 0/255 (or 0/1) masks.

@@ -112,6 +112,27 @@ def test_duplicated_classes_are_refused_for_every_source(recipe):
         load_recipe(recipe, ["data.classes=['1', '2', '1']"])
 
 
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ('augment=[{layer="RandomFlip", mode=3}]', "mode = 3 is an int, but mode takes a str"),
+        ('augment=[{layer="RandomRotation", factor="x"}]', "RandomRotation: The `factor`"),
+        ('augment=[{layer="RandomZoom", height_factor=2.5}]', "RandomZoom: The `height_factor`"),
+        ('augment=[{layer="RandomCrop", height=40, width=8}]', "RandomCrop 40x8 is larger than"),
+        (
+            'compile.optimizer={name="sgd", learning_rate=0.1, momentum="high"}',
+            "momentum = 'high' is a str, but momentum takes a float",
+        ),
+        ('compile.optimizer={name="sgd", learning_rate=0.1, momentum=-1}', "`momentum` must be"),
+        ('compile.optimizer={name="adam", learning_rate=0.1, amsgrad=1}', "amsgrad takes a bool"),
+    ],
+)
+def test_augment_and_optimizer_arguments_are_type_checked(setting, message):
+    with pytest.raises(ZooError) as e:
+        load_recipe("lenet_digits", [setting])
+    assert message in str(e.value)
+
+
 def test_extends_cycle(tmp_path):
     (tmp_path / "a.toml").write_text('extends = "b.toml"\n')
     (tmp_path / "b.toml").write_text('extends = "a.toml"\n')

@@ -59,7 +59,10 @@ def _keyword_arguments(cls) -> list[str]:
     ]
 
 
-def _check_arguments(what: str, cls, args: dict) -> None:
+def _check_arguments(what: str, cls, args: dict, **fixed) -> None:
+    """Names and types of `args` for `cls`: a name it does not take, a value whose type differs
+    from the argument's default (a number for a string, say), or a value the class itself
+    refuses when built (with `fixed` arguments) is an error naming the argument."""
     allowed = _keyword_arguments(cls)
     unknown = sorted(set(args) - set(allowed))
     if unknown:
@@ -67,6 +70,36 @@ def _check_arguments(what: str, cls, args: dict) -> None:
             f"{what} has no argument {', '.join(repr(u) for u in unknown)}; "
             f"allowed: {', '.join(allowed)}"
         )
+    defaults = inspect.signature(cls.__init__).parameters
+    for key, value in args.items():
+        default = defaults[key].default
+        if default is inspect.Parameter.empty or default is None:
+            continue
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int | float):
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        elif isinstance(default, str):
+            # A string default may stand for a choice among values of other types too
+            # (RandomCrop's data_format); only numbers and booleans for a string are refused.
+            ok = not isinstance(value, bool | int | float)
+        elif isinstance(default, list | tuple):
+            ok = isinstance(value, list | tuple | int | float)
+        else:
+            ok = True
+        if not ok:
+            raise ValueError(
+                f"{what}: {key} = {value!r} is {_a(type(value).__name__)}, but {key} takes "
+                f"{_a(type(default).__name__)} (default {default!r})"
+            )
+    try:
+        cls(**fixed, **args)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{what}: {str(e).splitlines()[0]}") from None
+
+
+def _a(word: str) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
 
 
 def _unknown(name: str, choices, what: str, hint: str) -> ValueError:
@@ -327,7 +360,9 @@ class OptimizerConfig(BaseModel):
         import keras
 
         cls = getattr(keras.optimizers, OPTIMIZERS[self.name])
-        _check_arguments(f"optimizer {self.name!r}", cls, self.args)
+        _check_arguments(
+            f"optimizer {self.name!r}", cls, self.args, learning_rate=self.learning_rate
+        )
         return self
 
 
@@ -518,6 +553,20 @@ class Recipe(_Strict):
                 )
             if self.data.channels != 3:
                 raise ValueError(f"{label} takes RGB images: set data.channels = 3")
+        return self
+
+    @model_validator(mode="after")
+    def _crops_fit(self):
+        size = self.data.crop_size or self.data.image_size
+        for k, a in enumerate(self.augment):
+            if a.layer == "RandomCrop" and size:
+                height, width = a.args.get("height", 0), a.args.get("width", 0)
+                if height > size[0] or width > size[1]:
+                    raise ValueError(
+                        f"augment.{k}: RandomCrop {height}x{width} is larger than the "
+                        f"{size[0]}x{size[1]} images it gets (data.image_size"
+                        f"{' / data.crop_size' if self.data.crop_size else ''}); crop at most that"
+                    )
         return self
 
     @model_validator(mode="after")

@@ -39,7 +39,8 @@ def _guarded(ctx, invoke):
     except ZooError as e:
         if (ctx.obj or {}).get("debug") or ctx.params.get("debug"):
             raise
-        click.echo(f"error: {e}", err=True)
+        # One line whatever the message holds (a key with a line break or a control character).
+        click.echo("error: " + " ".join(str(e).splitlines()), err=True)
         ctx.exit(2)
 
 

@@ -147,7 +147,8 @@ def _describe(error: dict) -> str:
     )
     kind = error["type"]
     if kind == "extra_forbidden":
-        key = ".".join([*path, str(error["loc"][-1])])
+        name = str(error["loc"][-1])
+        key = ".".join([*path, name if name.isprintable() and name.strip() else repr(name)])
         allowed = (
             [f for f in model.model_fields if not (model is Recipe and f == "name")]
             if model is not None

@@ -249,8 +249,34 @@ def test_backup_is_the_last_epoch_end_step(tmp_path):
     recipe = load_recipe("lenet_digits", ["fit.early_stopping={patience=2}"])
     state = _State(tmp_path / "state.json", {})
     kinds = [type(c).__name__ for c in _callbacks(tmp_path, recipe, state, 0)]
-    assert kinds[-1] == "BackupAndRestore"
+    assert kinds[-1] == "_Backup"  # zoo's BackupAndRestore
     assert {"CSVLogger", "ModelCheckpoint", "_State", "EarlyStopping"} < set(kinds[:-1])
+
+
+def test_a_backup_is_whole_whatever_moment_a_kill_lands_on(tmp_path, quiet):
+    """The backup's metadata names its weights file; both are written under temporary names
+    and renamed, so a kill leaves the previous backup or the new one, never a mix."""
+    recipe = load_recipe("lenet_digits", [*FAST, "fit.epochs=3"])
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        zoo.train(recipe, output=out, callbacks=[Crash(2)], log=quiet)
+    backup = out / rundir.backup(0)
+    meta = json.loads((backup / "training_metadata.json").read_text())
+    assert meta == {"epoch": 2, "batch": 0, "weights": "epoch2-batch0.weights.h5"}
+    assert sorted(p.name for p in backup.iterdir()) == [meta["weights"], "training_metadata.json"]
+
+    # A kill while the next backup's weights are written: a half file under a temporary name,
+    # which resume ignores (and the next backup removes).
+    (backup / ".epoch3-batch0.weights.h5.x1y2.weights.h5").write_bytes(b"half")
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            seen.append(epoch)
+
+    run = zoo.train(recipe, output=out, resume=True, callbacks=[Record()], log=quiet)
+    assert seen == [2] and history_epochs(run) == [0, 1, 2]
+    assert not backup.exists()  # the finished phase's backup is gone, half file and all
 
 
 def test_resumed_best_checkpoint_starts_from_the_best_so_far(tmp_path):

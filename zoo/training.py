@@ -144,14 +144,44 @@ def _callbacks(run: Path, recipe: Recipe, state: _State, phase: int) -> list:
         out.append(keras.callbacks.EarlyStopping(**fit.early_stopping.model_dump()))
     # Last: an epoch is backed up only after its history row, best checkpoint and seconds are
     # written, so a crash in between can leave an extra row (trimmed on resume), never a gap.
-    # double_checkpoint keeps the previous backup, for a kill in the middle of writing one.
     # The backup outlives the phase (train() removes it once the phase's end is saved).
-    out.append(
-        keras.callbacks.BackupAndRestore(
-            str(run / rundir.backup(phase)), double_checkpoint=True, delete_checkpoint=False
-        )
-    )
+    out.append(_Backup(str(run / rundir.backup(phase)), delete_checkpoint=False))
     return out
+
+
+class _Backup(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore whose backup is one consistent unit, whatever moment a kill lands on:
+    the weights go to a file named after their epoch (written under a temporary name, then
+    renamed), then training_metadata.json (likewise) names that file, then older weights go.
+    Keras' own writes the weights and the metadata in place, one after the other: a kill in
+    between pairs new weights with the old epoch, and a half-written metadata file stops
+    --resume with a JSON error."""
+
+    METADATA = "training_metadata.json"
+
+    def _save_model(self):
+        folder = Path(self.backup_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"epoch{self._current_epoch}-batch{self._last_batch_seen}.weights.h5"
+        with rundir.atomic_path(folder / name, suffix=".weights.h5") as tmp:
+            self.model.save_weights(tmp)
+        meta = {"epoch": self._current_epoch, "batch": self._last_batch_seen, "weights": name}
+        rundir.write_json(folder / self.METADATA, meta)
+        for old in folder.glob("*.weights.h5*"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+
+    def _load_model(self):
+        folder = Path(self.backup_dir)
+        meta = rundir.read_json(folder / self.METADATA)
+        if not meta:
+            return
+        # Backups written by Keras' own callback (runs started before this one) name no file.
+        weights = folder / meta.get("weights", "latest.weights.h5")
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(weights)
+        self.model._initial_epoch = meta["epoch"]
 
 
 def _backed_up_epochs(run: Path, phase: int) -> int | None:

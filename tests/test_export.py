@@ -206,6 +206,27 @@ def test_cli_predict_json(trained, tmp_path):
     assert code == 2 and "cannot predict with" in err
 
 
+def test_a_failed_export_leaves_the_previous_artifact_whole(trained, tmp_path, monkeypatch):
+    import keras
+
+    first = export(trained, format="tflite", output=tmp_path)
+    before = Path(first["path"]).read_bytes()
+
+    def half_written(self, filepath, **kwargs):
+        Path(filepath).write_bytes(b"half a model")
+        raise RuntimeError("converter crashed")
+
+    monkeypatch.setattr(keras.Model, "export", half_written)
+    with pytest.raises(ZooError, match="tflite export failed: converter crashed"):
+        export(trained, format="tflite", output=tmp_path)
+    assert Path(first["path"]).read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "labels.txt",
+        "model.tflite",
+        "model.tflite.parity.json",
+    ]
+
+
 def test_int8_calibration_of_a_uint8_input_model_feeds_uint8(exported, monkeypatch):
     """The representative images reach the converter as the model's input type."""
     import importlib

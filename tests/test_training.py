@@ -115,6 +115,10 @@ def test_a_run_failing_before_its_first_epoch_leaves_nothing_behind(tmp_path, qu
     with pytest.raises(KeyboardInterrupt):
         zoo.train(recipe, output=out, callbacks=[Crash(0)], log=quiet)
     assert not out.exists()  # so a plain retry is not refused
+    nested = tmp_path / "new" / "runs" / "one"
+    with pytest.raises(KeyboardInterrupt):
+        zoo.train(recipe, output=nested, callbacks=[Crash(0)], log=quiet)
+    assert not (tmp_path / "new").exists()  # the folders it made, parents too
     existing = tmp_path / "mine"
     existing.mkdir()
     (existing / "notes.txt").write_text("keep")

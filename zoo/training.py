@@ -248,7 +248,10 @@ def train(
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
     run = check_run(recipe, output, resume)
-    created = not run.exists()
+    # The outermost folder this run creates (runs/ too, where it is new).
+    created = None if run.exists() else run
+    while created is not None and not created.parent.exists():
+        created = created.parent
     run.mkdir(parents=True, exist_ok=True)
     with rundir.locked(run):
         state = _State(run / rundir.STATE, rundir.read_json(run / rundir.STATE) if resume else {})
@@ -265,11 +268,11 @@ def train(
     return run
 
 
-def _discard(run: Path, created: bool) -> None:
-    """Removes what a run that failed before its first epoch wrote (the folder too, where
-    this run made it)."""
-    if created:
-        shutil.rmtree(run, ignore_errors=True)
+def _discard(run: Path, created: Path | None) -> None:
+    """Removes what a run that failed before its first epoch wrote: the folders it made
+    (`created`, the outermost), else its own files."""
+    if created is not None:
+        shutil.rmtree(created, ignore_errors=True)
         return
     for name in (rundir.RECIPE, rundir.HISTORY, rundir.CHECKPOINTS, rundir.TENSORBOARD):
         path = run / name

@@ -197,7 +197,10 @@ def test_crop_trained_unet_keeps_whole_image_input(tmp_path):
     model = keras.saving.load_model(run / rundir.MODEL)
     assert tuple(model.input.shape) == (None, 64, 64, 1)
     assert tuple(model.output.shape) == (None, 64, 64, 2)
-    assert json.loads((run / rundir.METRICS).read_text())["eval_examples"] == 4
+    metrics = json.loads((run / rundir.METRICS).read_text())
+    assert metrics["eval_examples"] == 4 and metrics["loss"] > 0  # the recipe's loss
+    report = zoo.export(run, format="tflite")  # exports at the whole image size
+    assert report["pixel_agreement"] >= 0.99 and report["examples"] == 4
 
 
 @pytest.mark.parametrize(

@@ -246,7 +246,17 @@ def evaluate(model, data, run, recipe) -> dict:
     classes = len(data.class_names)
     cm = np.zeros((classes, classes), np.int64)
     losses, shown = [], []
+    # The recipe's loss (of its last phase that names one): the saved model of a run trained
+    # on crops was never compiled itself.
     loss_fn = model.loss if isinstance(model.loss, keras.losses.Loss) else None
+    if recipe is not None:
+        final = next((p.loss for p in reversed(recipe.phases) if p.loss), recipe.compile.loss)
+        loss_fn = loss(
+            recipe.model_copy(
+                update={"compile": recipe.compile.model_copy(update={"loss": final})}
+            ),
+            classes,
+        )
     for x, y in data.eval:
         p = model.predict_on_batch(x)
         p = keras.ops.convert_to_numpy(p)

@@ -3,6 +3,7 @@ losses and metrics against hand-computed values, training on the real membrane d
 parity and `zoo predict` masks."""
 
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -14,6 +15,7 @@ from tests.conftest import shared_data
 from zoo import rundir
 from zoo.data import build
 from zoo.errors import ZooError
+from zoo.export import runner
 from zoo.recipes import load_recipe
 from zoo.tasks import segmentation
 
@@ -201,6 +203,11 @@ def test_crop_trained_unet_keeps_whole_image_input(tmp_path):
     assert metrics["eval_examples"] == 4 and metrics["loss"] > 0  # the recipe's loss
     report = zoo.export(run, format="tflite")  # exports at the whole image size
     assert report["pixel_agreement"] >= 0.99 and report["examples"] == 4
+    # Any size in, masks at that size out.
+    report = zoo.export(run, format="tflite", any_size=True)
+    assert report["pixel_agreement"] >= 0.99
+    out = runner(Path(report["path"]), "tflite")(np.full((1, 48, 40, 1), 128, "float32"))
+    assert out.shape == (1, 48, 40, 2)
 
 
 @pytest.mark.parametrize(

@@ -89,3 +89,17 @@ class CosineLogits(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "classes": self.classes}
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class ResizeLike(keras.layers.Layer):
+    """Resizes `x` (bilinear) to the height and width of `like`, known only when called: an
+    any-size segmentation export gives masks at its input's size. TensorFlow only (exports)."""
+
+    def call(self, x, like):
+        import tensorflow as tf
+
+        return tf.image.resize(x, tf.shape(like)[1:3], method="bilinear")
+
+    def compute_output_shape(self, x_shape, like_shape):
+        return (x_shape[0], like_shape[1], like_shape[2], x_shape[3])

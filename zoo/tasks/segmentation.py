@@ -146,7 +146,20 @@ def _check_crop(recipe) -> None:
 
 
 model_input = _common.image_input
-serving = _common.image_serving
+
+
+def serving(model, format: str, input_dtype: str = "float32", any_size: bool = False):
+    """The image tasks' serving model; with `any_size` its class probabilities are resized
+    back to the input's size, so the exported masks fit the images given."""
+    target, feed, files = _common.image_serving(model, format, input_dtype, any_size)
+    if not any_size:
+        return target, feed, files
+    import keras
+
+    from zoo.layers import ResizeLike
+
+    outputs = ResizeLike(name="resize_back")(target.output, target.input)
+    return keras.Model(target.input, outputs, name=model.name), feed, files
 
 
 def net(recipe, shape, classes: int, activation, preprocessing):

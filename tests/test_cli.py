@@ -31,7 +31,7 @@ def test_zoo_train_lenet_digits_end_to_end(tmp_path):
         "zoo-train",
         "lenet_digits",
         "--set",
-        "fit.epochs=12",
+        "fit.epochs=4",
         "--set",
         "fit.verbose=2",
         "--output",
@@ -40,8 +40,8 @@ def test_zoo_train_lenet_digits_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "zoo: finished" in result.stdout and "accuracy=" in result.stdout
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["accuracy"] >= 0.95
-    assert "epochs = 12" in (out / "recipe.toml").read_text()
+    assert metrics["accuracy"] >= 0.8  # 4 epochs; test_real_data holds the recipes to their bars
+    assert "epochs = 4" in (out / "recipe.toml").read_text()
 
     evaluated = run("zoo", "eval", str(out))
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]

@@ -80,14 +80,11 @@ GOLDEN = {
 # One keras.applications net per family is built in `make test`; the others under `make test-all`.
 FAST_KERAS = {
     "keras_resnet50",
-    "resnet50_v2",
     "mobilenet_v2",
     "mobilenet_v3_small",
     "efficientnet_b0",
-    "efficientnet_v2_b0",
     "densenet121",
     "convnext_tiny",
-    "keras_vgg16",
 }
 
 

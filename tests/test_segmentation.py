@@ -201,11 +201,10 @@ def test_crop_trained_unet_keeps_whole_image_input(tmp_path):
     assert tuple(model.output.shape) == (None, 64, 64, 2)
     metrics = json.loads((run / rundir.METRICS).read_text())
     assert metrics["eval_examples"] == 4 and metrics["loss"] > 0  # the recipe's loss
-    report = zoo.export(run, format="tflite")  # exports at the whole image size
-    assert report["pixel_agreement"] >= 0.99 and report["examples"] == 4
-    # Any size in, masks at that size out.
+    # Exported at the whole image size (parity on the 64x64 eval images); any size in, masks
+    # at that size out.
     report = zoo.export(run, format="tflite", any_size=True)
-    assert report["pixel_agreement"] >= 0.99
+    assert report["pixel_agreement"] >= 0.99 and report["examples"] == 4
     out = runner(Path(report["path"]), "tflite")(np.full((1, 48, 40, 1), 128, "float32"))
     assert out.shape == (1, 48, 40, 2)
 

@@ -119,6 +119,7 @@ def test_duplicated_classes_are_refused_for_every_source(recipe):
         ('augment=[{layer="RandomRotation", factor="x"}]', "RandomRotation: The `factor`"),
         ('augment=[{layer="RandomZoom", height_factor=2.5}]', "RandomZoom: The `height_factor`"),
         ('augment=[{layer="RandomCrop", height=40, width=8}]', "RandomCrop 40x8 is larger than"),
+        ('augment=[{layer="RandomCrop", height="8", width=8}]', "must be whole numbers"),
         (
             'compile.optimizer={name="sgd", learning_rate=0.1, momentum="high"}',
             "momentum = 'high' is a str, but momentum takes a float",

@@ -243,10 +243,6 @@ class DataConfig(_Strict):
         "lower_and_strip_punctuation"
     )
 
-    @property
-    def is_text(self) -> bool:
-        return self.source in TEXT_SOURCES
-
     @field_validator("classes")
     @classmethod
     def _distinct_classes(cls, classes):
@@ -561,6 +557,11 @@ class Recipe(_Strict):
         for k, a in enumerate(self.augment):
             if a.layer == "RandomCrop" and size:
                 height, width = a.args.get("height", 0), a.args.get("width", 0)
+                if not all(isinstance(v, int) and not isinstance(v, bool) for v in (height, width)):
+                    raise ValueError(
+                        f"augment.{k}: RandomCrop height and width must be whole numbers of "
+                        f"pixels, received {height!r} and {width!r}"
+                    )
                 if height > size[0] or width > size[1]:
                     raise ValueError(
                         f"augment.{k}: RandomCrop {height}x{width} is larger than the "

@@ -54,6 +54,17 @@ def test_text_file_reads_a_headerless_tsv_and_splits_it_stratified(tmp_path):
     assert sorted(everything) == sorted(t for _, t in rows)
 
 
+def test_text_file_keeps_odd_characters_inside_a_text(tmp_path):
+    rows = [("ham", f"page\x0cbreak and\u2028line {k}") for k in range(4)] + [
+        ("spam", f"prize \x1e{k}") for k in range(4)
+    ]
+    path = write_tsv(tmp_path / "m.tsv", rows)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # a UTF-8 byte order mark
+    data = build(text_recipe(path, "data.validation_split=0.5"))
+    assert data.class_names == ["ham", "spam"]  # not "\ufeffham"
+    assert sorted(texts_of(data.train) + texts_of(data.eval)) == sorted(t for _, t in rows)
+
+
 def test_text_file_with_a_header_and_named_columns(tmp_path):
     lines = ["id,category,body"] + [
         f'{k},{"b" if k % 3 else "a"},"text, with comma {k}"' for k in range(30)

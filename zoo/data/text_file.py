@@ -8,6 +8,7 @@ split) or exactly one such file (split by a stratified, seeded `data.validation_
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 from zoo.data import text
@@ -67,10 +68,12 @@ def read(path: Path, cfg) -> tuple[list[str], list[str]]:
     header = cfg.header
     if header is None:
         header = isinstance(cfg.label_column, str) or isinstance(cfg.text_column, str)
-    content = text.decode(path.read_bytes(), path, cfg.encoding)
+    content = text.decode(path.read_bytes(), path, cfg.encoding).removeprefix("\ufeff")  # BOM
     # Tab-separated files quote nothing (an SMS may start with a quote); CSV quotes fields.
+    # Rows end at line breaks only (str.splitlines would also split at form feeds and other
+    # separators inside a text).
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    rows = csv.reader(content.splitlines(keepends=True), delimiter=delimiter, quoting=quoting)
+    rows = csv.reader(io.StringIO(content, newline=""), delimiter=delimiter, quoting=quoting)
     names = None
     if header:
         names = next(rows, None)

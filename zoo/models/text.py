@@ -19,7 +19,7 @@ import keras
 from keras import layers
 
 from zoo.errors import ZooError
-from zoo.models._common import finish, predictions
+from zoo.models._common import check_top, finish, predictions
 from zoo.registry import register
 
 KIM = "Kim 2014, Convolutional Neural Networks for Sentence Classification"
@@ -38,8 +38,7 @@ def token_input(name: str, input_shape, default: tuple, min_length: int = 1):
 
 
 def _check(name: str, classes, vocabulary_size) -> None:
-    if not isinstance(classes, int) or classes < 1:
-        raise ZooError(f"{name}: classes must be a positive integer, received {classes!r}")
+    check_top(name, True, None, classes)
     if not isinstance(vocabulary_size, int) or vocabulary_size < 3:
         raise ZooError(
             f"{name}: vocabulary_size must be an integer of at least 3 (padding, OOV and one "

@@ -177,11 +177,18 @@ def test_training_crops_keep_masks_on_their_images(tmp_path):
     x, y = next(iter(data.train))
     assert x.shape == (4, 32, 16, 1) and y.shape == (4, 32, 16, 1)
     np.testing.assert_array_equal(x.numpy() > 140, y.numpy() == 1)
-    # Eval images stay whole; two epochs cut different windows.
+    # Eval images stay whole; two epochs cut different windows, and epoch 0's again when
+    # asked for again (a resumed run).
     assert next(iter(data.eval))[0].shape[1:3] == (64, 64)
-    first = [b[0].numpy() for b in data.train]
-    second = [b[0].numpy() for b in data.train]
+
+    def epoch(k):
+        data.epoch.assign(k)
+        return [b[0].numpy() for b in data.train]
+
+    first, second = epoch(0), epoch(1)
     assert any(not np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+    for a, b in zip(first, epoch(0), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_crop_trained_unet_keeps_whole_image_input(tmp_path):

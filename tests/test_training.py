@@ -252,7 +252,7 @@ def test_backup_is_the_last_epoch_end_step(tmp_path):
 
     recipe = load_recipe("lenet_digits", ["fit.early_stopping={patience=2}"])
     state = _State(tmp_path / "state.json", {})
-    kinds = [type(c).__name__ for c in _callbacks(tmp_path, recipe, state, 0)]
+    kinds = [type(c).__name__ for c in _callbacks(tmp_path, recipe, state, 0, None)]
     assert kinds[-1] == "_Backup"  # zoo's BackupAndRestore
     assert {"CSVLogger", "ModelCheckpoint", "_State", "EarlyStopping"} < set(kinds[:-1])
 
@@ -266,7 +266,12 @@ def test_a_backup_is_whole_whatever_moment_a_kill_lands_on(tmp_path, quiet):
         zoo.train(recipe, output=out, callbacks=[Crash(2)], log=quiet)
     backup = out / rundir.backup(0)
     meta = json.loads((backup / "training_metadata.json").read_text())
-    assert meta == {"epoch": 2, "batch": 0, "weights": "epoch2-batch0.weights.h5"}
+    assert meta == {
+        "epoch": 2,
+        "batch": 0,
+        "weights": "epoch2-batch0.weights.h5",
+        "seeds": [],  # lenet5 has no dropout
+    }
     assert sorted(p.name for p in backup.iterdir()) == [meta["weights"], "training_metadata.json"]
 
     # A kill while the next backup's weights are written: a half file under a temporary name,

@@ -117,6 +117,18 @@ class _State(keras.callbacks.Callback):
         rundir.write_json(self.path, self.state)
 
 
+class _Epoch(keras.callbacks.Callback):
+    """Tells the training pipeline which epoch starts, so that epoch k is fed the order and
+    augmentation of epoch k in a resumed run too."""
+
+    def __init__(self, data):
+        super().__init__()
+        self.data = data
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.data.epoch.assign(epoch)
+
+
 def _best_so_far(history: Path, monitor: str) -> tuple[str, float | None]:
     """ModelCheckpoint's mode for `monitor` and the best value in an earlier (resumed) history."""
     mode = "max" if "acc" in monitor or "auc" in monitor or "iou" in monitor else "min"
@@ -124,10 +136,11 @@ def _best_so_far(history: Path, monitor: str) -> tuple[str, float | None]:
     return mode, (max(values) if mode == "max" else min(values)) if values else None
 
 
-def _callbacks(run: Path, recipe: Recipe, state: _State, phase: int) -> list:
+def _callbacks(run: Path, recipe: Recipe, state: _State, phase: int, data) -> list:
     fit = recipe.fit
     mode, best = _best_so_far(run / rundir.HISTORY, recipe.monitor)
     out = [
+        _Epoch(data),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.ModelCheckpoint(
             str(run / rundir.BEST),
@@ -155,7 +168,8 @@ class _Backup(keras.callbacks.BackupAndRestore):
     renamed), then training_metadata.json (likewise) names that file, then older weights go.
     Keras' own writes the weights and the metadata in place, one after the other: a kill in
     between pairs new weights with the old epoch, and a half-written metadata file stops
-    --resume with a JSON error."""
+    --resume with a JSON error. The metadata also keeps the dropout layers' seed states, which
+    weights files leave out."""
 
     METADATA = "training_metadata.json"
 
@@ -165,7 +179,12 @@ class _Backup(keras.callbacks.BackupAndRestore):
         name = f"epoch{self._current_epoch}-batch{self._last_batch_seen}.weights.h5"
         with rundir.atomic_path(folder / name, suffix=".weights.h5") as tmp:
             self.model.save_weights(tmp)
-        meta = {"epoch": self._current_epoch, "batch": self._last_batch_seen, "weights": name}
+        meta = {
+            "epoch": self._current_epoch,
+            "batch": self._last_batch_seen,
+            "weights": name,
+            "seeds": [v.numpy().tolist() for v in _seed_states(self.model)],
+        }
         rundir.write_json(folder / self.METADATA, meta)
         for old in folder.glob("*.weights.h5*"):
             if old.name != name:
@@ -181,7 +200,18 @@ class _Backup(keras.callbacks.BackupAndRestore):
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
         self.model.load_weights(weights)
+        seeds = meta.get("seeds", [])
+        states = _seed_states(self.model)
+        if len(seeds) == len(states):
+            for variable, value in zip(states, seeds):
+                variable.assign(value)
         self.model._initial_epoch = meta["epoch"]
+
+
+def _seed_states(model) -> list:
+    """The state of each random layer's seed generator (dropout, noise) in `model`, in layer
+    order: saved weights leave them out, so a resumed run would repeat epoch 1's masks."""
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
 
 
 def _backed_up_epochs(run: Path, phase: int) -> int | None:
@@ -344,7 +374,7 @@ def _train(run: Path, recipe: Recipe, resume: bool, state: _State, callbacks, lo
             validation_data=data.eval if task.VALIDATE else None,
             initial_epoch=starts[k],
             epochs=end,
-            callbacks=[*_callbacks(run, recipe, state, k), *callbacks],
+            callbacks=[*_callbacks(run, recipe, state, k, data), *callbacks],
             verbose=recipe.fit.verbose,
             shuffle=False,  # tf.data shuffles (seeded); Keras would only warn that it cannot
         )

@@ -52,6 +52,9 @@ class Data:
     # preprocessing that learns from data (a text vocabulary) adapts on.
     train_examples: tf.data.Dataset | None = None
     skipped: tuple[str, ...] = ()  # unreadable files left out (data.skip_corrupt)
+    # The epoch `train` draws its order and augmentation for; set it before each epoch
+    # (training's callbacks do).
+    epoch: tf.Variable | None = None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -98,31 +101,66 @@ def _prepare(ds, cfg: DataConfig):
     return ds.map(fix, num_parallel_calls=AUTOTUNE)
 
 
-def _cropper(cfg: DataConfig, seed: int):
-    """A random `data.crop_size` window of each image and the same window of its mask: a new
-    window each epoch, the sequence fixed by the seed."""
+def _cropper(cfg: DataConfig):
+    """A random `data.crop_size` window of an image and the same window of its mask, drawn
+    from the example's own seed."""
     height, width = cfg.crop_size
     channels = cfg.channels
 
-    def crop(example):
+    def crop(example, key):
         both = tf.concat([example["images"], example[MASKS]], axis=-1)
-        both = tf.image.random_crop(both, (height, width, channels + 1), seed=seed)
+        both = tf.image.stateless_random_crop(both, (height, width, channels + 1), seed=key)
         return {**example, "images": both[..., :channels], MASKS: both[..., channels:]}
 
     return crop
 
 
+def _fold(key, *data):
+    """A stateless seed derived from `key` and the integers `data`."""
+    for d in data:
+        key = tf.random.experimental.stateless_fold_in(key, tf.cast(d, tf.int64))
+    return key
+
+
 def augmenter(recipe: Recipe):
-    """The [[augment]] layers as one function on batch dicts, or None."""
+    """The [[augment]] layers as one function of (batch dict, stateless seed), or None.
+
+    Each layer draws its randomness from a fixed sequence derived from the seed it is given
+    (in place of its own stateful SeedGenerator), so a batch's augmentation depends on the
+    recipe's seed, the epoch and the batch's position alone: never on which thread of the
+    parallel map ran first, nor on whether the process restarted."""
     import keras
 
     if not recipe.augment:
         return None
     layers = [getattr(keras.layers, a.layer)(**a.args) for a in recipe.augment]
 
-    def apply(data):
-        for layer in layers:
-            data = layer(data, training=True)
+    class Seeds(keras.random.SeedGenerator):
+        def __init__(self, key):  # no state variable: the sequence is a function of `key`
+            self.key, self.count = key, 0
+
+        def next(self, ordered=True):
+            self.count += 1
+            return _fold(self.key, self.count)
+
+    def apply(data, key):
+        for n, layer in enumerate(layers):
+            seeds = Seeds(_fold(key, n))
+            # The preprocessing layers' seed hook, and the generator of noise/dropout layers.
+            hooks = {"_get_seed_generator": lambda backend=None, s=seeds: s}
+            if isinstance(getattr(layer, "seed_generator", None), keras.random.SeedGenerator):
+                hooks["seed_generator"] = seeds
+            saved = {name: layer.__dict__.get(name) for name in hooks}
+            for name, value in hooks.items():
+                object.__setattr__(layer, name, value)
+            try:
+                data = layer(data, training=True)
+            finally:
+                for name, value in saved.items():
+                    if value is None:
+                        layer.__dict__.pop(name, None)
+                    else:
+                        object.__setattr__(layer, name, value)
         return data
 
     return apply
@@ -140,16 +178,10 @@ def build(recipe: Recipe, *, training: bool = True) -> Data:
         )
     encode = task.encode(recipe, len(source.class_names))
 
-    def finish(ex: Examples, is_train: bool):
-        ds = _prepare(ex.dataset, cfg) if task.INPUT == "images" else ex.dataset
-        if cfg.cache:
-            ds = ds.cache()
-        if is_train and cfg.shuffle:
-            ds = ds.shuffle(
-                min(cfg.shuffle_buffer, ex.count), seed=seed, reshuffle_each_iteration=True
-            )
-        if is_train and cfg.crop_size:
-            ds = ds.map(_cropper(cfg, seed), num_parallel_calls=AUTOTUNE)
+    target, inputs = task.TARGET, task.INPUT
+    augment = augmenter(recipe)
+
+    def batches(ds):
         ds = ds.batch(cfg.batch_size, num_parallel_calls=AUTOTUNE)
         # Masks go through the augmentation layers as float32 too (their geometric transforms
         # sample with nearest neighbours), and come out as class ids.
@@ -161,20 +193,56 @@ def build(recipe: Recipe, *, training: bool = True) -> Data:
         )
         if encode is not None:
             ds = ds.map(encode, num_parallel_calls=AUTOTUNE)
-        augment = augmenter(recipe) if is_train else None
-        if augment is not None:
-            ds = ds.map(augment, num_parallel_calls=AUTOTUNE)
-        target, inputs = task.TARGET, task.INPUT
+        return ds
 
-        def split(b):
-            y = b[target]
-            return b[inputs], tf.cast(y, tf.int32) if target == MASKS else y
+    def split(b):
+        y = b[target]
+        return b[inputs], tf.cast(y, tf.int32) if target == MASKS else y
 
+    def cached(ex: Examples):
+        ds = _prepare(ex.dataset, cfg) if task.INPUT == "images" else ex.dataset
+        return ds.cache() if cfg.cache else ds
+
+    def evaluation(ex: Examples):
+        return batches(cached(ex)).map(split, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+    def train_pipeline(ex: Examples, epoch: tf.Variable):
+        """Epoch k's order, crops and augmentation are drawn from (seed, k): the same in
+        every run with this seed, whether or not the process restarted in between."""
+        examples = cached(ex)
+        size = batches(examples).cardinality()
+
+        def one_epoch(k):
+            key = _fold(tf.constant([seed, 0], tf.int64), k)
+            ds = examples
+            if cfg.shuffle:
+                ds = ds.shuffle(
+                    min(cfg.shuffle_buffer, ex.count), seed=key[1], reshuffle_each_iteration=False
+                )
+            if cfg.crop_size:
+                crop = _cropper(cfg)
+                ds = ds.enumerate().map(
+                    lambda i, e: crop(e, _fold(key, 1, i)), num_parallel_calls=AUTOTUNE
+                )
+            ds = batches(ds)
+            if augment is not None:
+                ds = ds.enumerate().map(
+                    lambda i, b: augment(b, _fold(key, 2, i)), num_parallel_calls=AUTOTUNE
+                )
+            return ds
+
+        # The epoch is read when an epoch's iteration starts (fit sets it just before).
+        ds = tf.data.Dataset.from_tensors(0).map(lambda _: epoch.read_value())
+        ds = ds.flat_map(one_epoch)
+        if size >= 0:
+            ds = ds.apply(tf.data.experimental.assert_cardinality(size))
         return ds.map(split, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
     return Data(
-        train=finish(source.train, True) if training else None,
-        eval=finish(source.eval, False),
+        train=train_pipeline(source.train, epoch) if training else None,
+        eval=evaluation(source.eval),
+        epoch=epoch,
         class_names=source.class_names,
         train_count=source.train.count,
         eval_count=source.eval.count,

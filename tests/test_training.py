@@ -240,6 +240,25 @@ def test_mixed_precision_model_keeps_float32_outputs():
     np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-3)
 
 
+@pytest.mark.parametrize("precision", ["mixed_float16", "float32"])
+def test_mixed_float16_scales_the_loss_so_small_gradients_still_update(precision):
+    """A loss a million times smaller has gradients below float16's smallest number: only a
+    loss-scaled optimizer still moves the weights."""
+    from zoo.training import build_model, compile_model
+
+    recipe = load_recipe("lenet_digits")
+    keras.utils.set_random_seed(0)
+    model = build_model(recipe, classes=10, precision=precision)
+    compile_model(model, recipe, steps_per_epoch=1, jit_compile=False)
+    scaled = isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert scaled == (precision == "mixed_float16")
+    kernel = model.get_layer("lenet5").get_layer("c1")
+    before = keras.ops.convert_to_numpy(kernel.kernel).copy()
+    x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 1)).astype("float32")
+    model.fit(x, np.arange(8) % 10, sample_weight=np.full(8, 1e-6), epochs=1, verbose=0)
+    assert not np.array_equal(keras.ops.convert_to_numpy(kernel.kernel), before)
+
+
 def test_mirrored_strategy_trains(tmp_path, quiet):
     recipe = load_recipe("lenet_digits", [*FAST, "fit.epochs=1", "runtime.strategy=mirrored"])
     run = zoo.train(recipe, output=tmp_path / "run", log=quiet)

@@ -147,6 +147,26 @@ def test_weights_of_another_architecture_are_refused(tmp_path):
         zoo.backbone("resnet20", weights=str(tmp_path / "nowhere.weights.h5"))
 
 
+def test_a_model_file_with_python_code_is_refused_everywhere_it_is_loaded(tmp_path):
+    """Models load in Keras' safe mode: a Lambda layer's bytecode never runs, whether the file
+    is given as backbone weights or to export/predict (one loader)."""
+    from zoo import rundir
+
+    ran = tmp_path / "ran"
+    inputs = keras.Input((32, 32, 3))
+    touch = eval(f"lambda t: (__import__('pathlib').Path({str(ran)!r}).touch(), t)[1]")
+    outputs = keras.layers.Lambda(touch)(inputs)
+    keras.Model(inputs, outputs).save(tmp_path / "code.keras")
+    ran.unlink(missing_ok=True)  # building the model ran it once
+    for load in (
+        lambda: rundir.load(tmp_path / "code.keras", what="export"),
+        lambda: zoo.backbone("resnet20", weights=str(tmp_path / "code.keras")),
+    ):
+        with pytest.raises(ZooError, match=r"holds Python code \(a Lambda layer\)"):
+            load()
+    assert not ran.exists()
+
+
 def test_weights_by_name_survive_keras_layer_counters(tmp_path):
     """EfficientNet's Normalization layer is named by a session counter; zoo renames it so a
     second build (another session's counters) still finds every layer by name."""

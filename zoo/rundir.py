@@ -91,8 +91,15 @@ def load(source, *, what: str = "this", compile: bool = True):
     else:
         raise ZooError(f"{what}: {str(source)!r} is neither a zoo run directory nor a .keras file")
     try:
-        model = keras.saving.load_model(file, compile=compile)
+        # Safe mode: a file runs no Python code of its own (Lambda layers' bytecode is refused).
+        model = keras.saving.load_model(file, compile=compile, safe_mode=True)
     except Exception as e:  # Keras raises many types for a file that is not a model
+        if "safe_mode" in str(e):
+            raise ZooError(
+                f"{file} holds Python code (a Lambda layer), which zoo does not run from a "
+                "file: use a model without Lambda layers, or pass its weights (.weights.h5) "
+                "to an architecture built in code"
+            ) from e
         raise ZooError(f"could not load a Keras model from {file}: {e}".splitlines()[0]) from e
     return model, recipe, run
 

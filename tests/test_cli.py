@@ -122,6 +122,11 @@ def test_list_info_show():
         (["zoo-train", "lenet_digits", "--resume"], "--resume needs --output"),
         (["zoo", "info", "resnet"], "unknown model 'resnet'"),
         (["zoo", "eval", "/no/such/run"], "is not a finished zoo run"),
+        # The command line itself: one line too, with where to look.
+        (["zoo", "export", "r"], "Missing option '--format'. Choose from: savedmodel, tflite"),
+        (["zoo-train", "lenet_digits", "--epochs", "3"], "No such option '--epochs'. ("),
+        (["zoo", "predict", "r", "a.png", "-k", "0"], "`zoo predict --help` shows the usage"),
+        (["zoo", "trian"], "No such command 'trian'"),
     ],
 )
 def test_user_errors_exit_2_with_one_line(args, message, tmp_path, monkeypatch):
@@ -132,6 +137,14 @@ def test_user_errors_exit_2_with_one_line(args, message, tmp_path, monkeypatch):
     assert len(lines) == 1 and message in lines[0], err[-2000:]
     assert "Traceback" not in err
     assert not (tmp_path / "runs").exists()  # nothing started
+
+
+def test_an_output_that_cannot_be_made_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file").write_text("")
+    code, _, err = invoke("zoo-train", "lenet_digits", "--output", "file/run")
+    assert code == 2 and err.startswith("error: cannot create the run directory file/run: ")
+    assert "Traceback" not in err and len(err.splitlines()) == 1
 
 
 def test_console_script_error_exits_2(tmp_path):

@@ -298,7 +298,12 @@ def train(
     created = None if run.exists() else run
     while created is not None and not created.parent.exists():
         created = created.parent
-    run.mkdir(parents=True, exist_ok=True)
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ZooError(
+            f"cannot create the run directory {run}: {e.strerror}; choose another --output"
+        ) from None
     with rundir.locked(run):
         state = _State(run / rundir.STATE, rundir.read_json(run / rundir.STATE) if resume else {})
         try:

@@ -21,12 +21,34 @@ import click
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-class _Group(click.Group):
+class _OneLine:
+    """Command-line mistakes (an unknown option, a bad choice, a missing argument) as one
+    `error:` line and exit status 2, like every other error, instead of click's usage block."""
+
+    def main(self, args=None, prog_name=None, **extra):
+        extra.pop("standalone_mode", None)
+        try:
+            code = super().main(args, prog_name, standalone_mode=False, **extra)
+        except click.UsageError as e:
+            path = e.ctx.command_path if e.ctx is not None else (prog_name or self.name)
+            message = " ".join(e.format_message().split())
+            click.echo(f"error: {message} (`{path} --help` shows the usage)", err=True)
+            sys.exit(2)
+        except click.ClickException as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+class _Group(_OneLine, click.Group):
     def invoke(self, ctx):
         return _guarded(ctx, super().invoke)
 
 
-class _Command(click.Command):
+class _Command(_OneLine, click.Command):
     def invoke(self, ctx):
         return _guarded(ctx, super().invoke)
 

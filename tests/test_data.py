@@ -172,6 +172,21 @@ def test_image_folder_validation_split_classes_and_pgm(tmp_path):
     assert x[y == 0].mean() >= 80  # class s3: values 80..84
 
 
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"max_per_class": 1}, "class 's1' has 1 example: data.validation_split holds out"),
+        ({"validation_split": 0.05}, "holds out 1, leaving 19: each side needs at least one"),
+        ({"classes": ["s2"]}, r"the data has 1 class \('s2'\); telling classes apart takes"),
+    ],
+)
+def test_splits_and_classes_a_classifier_cannot_use(tmp_path, options, message):
+    make_folder(tmp_path, "train", ["s1", "s2"], 10)
+    cfg = {"source": "image_folder", "path": str(tmp_path), "image_size": [8, 8]}
+    with pytest.raises(ZooError, match=message):
+        build(recipe(**{**cfg, "validation_split": 0.2, **options}))
+
+
 @pytest.mark.parametrize("ext", ["png", "tif"])  # TensorFlow's decoder, and Pillow's
 def test_rgba_palette_and_16_bit_images_convert_to_the_recipes_channels(tmp_path, ext):
     from PIL import Image

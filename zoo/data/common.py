@@ -3,6 +3,7 @@ decoding image files."""
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -101,9 +102,28 @@ def identity_split(names: list[str], held_out, seed: int) -> tuple[list[str], li
     return train, [n for n in names if n in chosen]
 
 
-def stratified_split(y, fraction, seed):
+def stratified_split(y, fraction, seed, names=None):
+    """Train and eval indices, each class split in proportion (`names`: the class names, for
+    messages)."""
     from sklearn.model_selection import train_test_split
 
+    y = np.asarray(y)
+    labels, counts = np.unique(y, return_counts=True)
+    if counts.min() < 2:
+        label = labels[counts.argmin()]
+        name = names[label] if names is not None else label
+        raise ZooError(
+            f"class {str(name)!r} has {counts.min()} example: data.validation_split holds out a "
+            "share of every class, so each needs at least 2 (add examples, raise "
+            "data.max_per_class, or leave the class out with data.classes)"
+        )
+    held = math.ceil(fraction * len(y))
+    if min(held, len(y) - held) < len(labels):
+        raise ZooError(
+            f"data.validation_split {fraction:g} of {len(y)} examples holds out {held}, leaving "
+            f"{len(y) - held}: each side needs at least one example of each of the "
+            f"{len(labels)} classes; change validation_split or add examples"
+        )
     index = np.arange(len(y))
     return train_test_split(index, test_size=fraction, stratify=y, random_state=seed)
 
@@ -120,7 +140,7 @@ def labelled_arrays(cfg, train, test, names, seed) -> Source:
         ex, ey, _ = select(*test, names, cfg.classes, cfg.max_per_class, seed)
         eval_name = "test"
     else:
-        train_idx, eval_idx = stratified_split(y, cfg.validation_split, seed)
+        train_idx, eval_idx = stratified_split(y, cfg.validation_split, seed, kept)
         x, y, ex, ey = x[train_idx], y[train_idx], x[eval_idx], y[eval_idx]
         eval_name = validation_name(cfg.validation_split)
 

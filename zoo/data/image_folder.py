@@ -119,7 +119,7 @@ def load(cfg, target: str, seed: int) -> Source:
         )
         eval_name = cfg.eval_split
     else:
-        train_idx, eval_idx = stratified_split(labels, cfg.validation_split, seed)
+        train_idx, eval_idx = stratified_split(labels, cfg.validation_split, seed, names)
         eval_files, eval_labels = [files[i] for i in eval_idx], labels[eval_idx]
         files, labels = [files[i] for i in train_idx], labels[train_idx]
         eval_name = validation_name(cfg.validation_split)

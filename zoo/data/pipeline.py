@@ -176,6 +176,12 @@ def build(recipe: Recipe, *, training: bool = True) -> Data:
             f"recipe {recipe.name}: the data has {source.train.count} training and "
             f"{source.eval.count} evaluation examples; both must be non-empty"
         )
+    if len(source.class_names) < 2:
+        raise ZooError(
+            f"recipe {recipe.name}: the data has {len(source.class_names)} class "
+            f"({', '.join(map(repr, source.class_names))}); telling classes apart takes at "
+            "least 2: check data.path and data.classes"
+        )
     encode = task.encode(recipe, len(source.class_names))
 
     target, inputs = task.TARGET, task.INPUT

@@ -67,7 +67,7 @@ def source(cfg, train, test, names: list[str], seed: int) -> Source:
                 "class out with data.classes"
             )
         try:
-            train_idx, eval_idx = stratified_split(labels, cfg.validation_split, seed)
+            train_idx, eval_idx = stratified_split(labels, cfg.validation_split, seed, kept)
         except ValueError as e:
             raise ZooError(f"data.validation_split {cfg.validation_split}: {e}") from None
         eval_texts, eval_labels = texts[eval_idx], labels[eval_idx]

@@ -89,6 +89,25 @@ def test_extends_with_another_dataset_name_keeps_the_data_table(tmp_path):
     assert recipe.data == parent.data.model_copy(update={"name": "fashion_mnist"})
 
 
+def test_another_source_does_not_inherit_where_the_dataset_was(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text(
+        'extends = "lenet_mnist"\ndescription = "d"\n[data]\nsource = "idx"\npath = "m"\n'
+    )
+    for recipe in (
+        load_recipe(str(path)),
+        load_recipe("lenet_mnist", ["data.path='m'", "data.source='idx'"]),
+    ):
+        assert (recipe.data.source, recipe.data.path, recipe.data.name) == ("idx", "m", None)
+        assert recipe.data.image_size == load_recipe("lenet_mnist").data.image_size
+    # A key that the recipe's own source does not read is an error, not ignored.
+    path.write_text('extends = "lenet_digits"\ndescription = "d"\n[data]\nname = "mnist"\n')
+    with pytest.raises(ZooError, match="data.name is read by source 'tfds' only, and this "):
+        load_recipe(str(path))
+    with pytest.raises(ZooError, match="data.path is read by source 'idx' or 'image_folder'"):
+        load_recipe("lenet_digits", ["data.path='x'"])
+
+
 def test_monitors_must_name_a_logged_metric():
     with pytest.raises(ZooError, match=r"unknown fit.monitor metric 'val_acc'; did you mean "):
         load_recipe("lenet_digits", ["fit.monitor='val_acc'"])

@@ -54,12 +54,21 @@ def _read(path: Path) -> dict:
 CHOICE_TABLES = ("model", "optimizer", "schedule")
 
 
+# The [data] keys that locate one source's dataset: a child recipe naming another
+# data.source does not inherit them.
+SOURCE_KEYS = ("name", "data_dir", "path")
+
+
 def _merge(base: dict, over: dict) -> dict:
     """Tables merge key by key; any other value (arrays included) replaces the base's, and so
-    does a choice table naming another `name` (another model, optimizer or schedule)."""
+    does a choice table naming another `name` (another model, optimizer or schedule). [data]
+    always merges, less where the dataset is (SOURCE_KEYS) when data.source changes."""
     out = copy.deepcopy(base)
     for key, value in over.items():
         old = out.get(key)
+        if key == "data" and isinstance(value, dict) and isinstance(old, dict):
+            if value.get("source", old.get("source")) != old.get("source"):
+                old = out[key] = {k: v for k, v in old.items() if k not in SOURCE_KEYS}
         if (
             isinstance(value, dict)
             and isinstance(old, dict)
@@ -105,8 +114,16 @@ def parse_override(item: str) -> tuple[list[str], object]:
 
 def apply_overrides(raw: dict, overrides) -> dict:
     out = copy.deepcopy(raw)
+    given = set()
     for item in overrides:
         keys, value = parse_override(item)
+        given.add(tuple(keys))
+        data = out.get("data")
+        if keys == ["data", "source"] and isinstance(data, dict) and data.get("source") != value:
+            # Another dataset: where the recipe's was does not carry over (as with extends).
+            for key in SOURCE_KEYS:
+                if ("data", key) not in given:
+                    data.pop(key, None)
         node = out
         for k in keys[:-1]:
             child = node.setdefault(k, {})

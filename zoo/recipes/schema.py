@@ -180,10 +180,19 @@ SOURCE_INPUTS = {
 TEXT_SOURCES = ("text_file", "text_folder")
 
 
+SOURCES = (
+    "tfds",
+    "idx",
+    "image_folder",
+    "segmentation_folder",
+    "digits",
+    "text_file",
+    "text_folder",
+)
+
+
 class DataConfig(_Strict):
-    source: Literal[
-        "tfds", "idx", "image_folder", "segmentation_folder", "digits", "text_file", "text_folder"
-    ]
+    source: Literal[SOURCES]
     name: str | None = None
     path: str | None = None
     data_dir: str | None = None
@@ -281,6 +290,17 @@ class DataConfig(_Strict):
 
     @model_validator(mode="after")
     def _source_fields(self):
+        # Keys another source reads: set here, they would be silently ignored.
+        only = {"name": ("tfds",), "data_dir": ("tfds",)}
+        only["path"] = tuple(s for s in SOURCES if s not in ("tfds", "digits"))
+        for key, sources in only.items():
+            if key in self.model_fields_set and getattr(self, key) is not None:
+                if self.source not in sources:
+                    raise ValueError(
+                        f"data.{key} is read by source {' or '.join(map(repr, sources))} only, "
+                        f"and this recipe's data.source is {self.source!r}: set data.source "
+                        f"too, or leave data.{key} out"
+                    )
         if self.source == "tfds" and not self.name:
             raise ValueError("source 'tfds' needs data.name, the TFDS dataset name")
         if self.source in ("idx", "image_folder", "segmentation_folder") and not self.path:

@@ -227,6 +227,19 @@ def test_a_failed_export_leaves_the_previous_artifact_whole(trained, tmp_path, m
     ]
 
 
+def test_a_classifier_is_no_embedder(exported, tmp_path):
+    """Class probabilities are not embeddings: embed and verify say so instead of printing
+    them as vectors, for the run and its exports alike."""
+    from zoo.verification import embed, verify
+
+    paths, _, _ = png_digits(tmp_path, exported)
+    for model in (exported, exported / "export" / "model.tflite"):
+        with pytest.raises(ZooError, match="is a classification model .* not embeddings"):
+            embed(model, paths[:1])
+    with pytest.raises(ZooError, match="not embeddings"):
+        verify(exported, paths[0], paths[1], threshold=0.5)
+
+
 def test_int8_calibration_of_a_uint8_input_model_feeds_uint8(exported, monkeypatch):
     """The representative images reach the converter as the model's input type."""
     import importlib

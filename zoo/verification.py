@@ -254,7 +254,12 @@ def embed(model, images) -> np.ndarray:
     images = [images] if isinstance(images, str | Path) else list(images)
     if not images:
         raise ZooError("no images to embed")
-    fn, shape, _, _ = load(model)
+    fn, shape, _, recipe = load(model)
+    if recipe is not None and recipe.task != "faces":
+        raise ZooError(
+            f"{model} is a {recipe.task} model ({recipe.name}), whose outputs are not "
+            "embeddings: embed with a faces run or its exports"
+        )
     pixels = [read_image(p, shape) for p in images]
     if None in shape[:2]:
         out = [np.asarray(fn(p[None]))[0] for p in pixels]

@@ -111,11 +111,30 @@ def test_parity_below_tolerance_raises_and_keeps_the_report(trained, monkeypatch
         ({"format": "onnx", "quantize": "int8"}, "is for --format tflite"),
         ({"format": "tflite", "full_integer": True}, "needs --quantize int8"),
         ({"format": "tflite", "tolerance": 1.5}, "tolerance must be between 0 and 1"),
+        ({"format": "tflite", "samples": 0}, "samples must be a positive whole number"),
     ],
 )
 def test_export_errors(trained, kwargs, message):
     with pytest.raises(ZooError, match=message):
         export(trained, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "inputs, kwargs, message",
+    [
+        ("x.png", {"top_k": 0}, "top_k must be a positive whole number, received 0"),
+        (7, {}, "inputs must be a file path, a text, or a list of them, received int"),
+        ([], {}, "nothing to predict"),
+    ],
+)
+def test_predict_argument_errors(trained, inputs, kwargs, message):
+    with pytest.raises(ZooError, match=message):
+        zoo.predict(trained, inputs, **kwargs)
+
+
+def test_train_output_must_be_a_path(tmp_path):
+    with pytest.raises(ZooError, match="output must be a folder path, received float"):
+        zoo.train("lenet_digits", output=1.5)
 
 
 def test_export_needs_a_model(tmp_path):

@@ -216,6 +216,10 @@ def export(
         raise ZooError(f"unknown export format {format!r}; allowed: {', '.join(FORMATS)}")
     if quantize not in QUANTIZATIONS:
         raise ZooError(f"unknown quantization {quantize!r}; allowed: {', '.join(QUANTIZATIONS)}")
+    if samples is not None and (
+        isinstance(samples, bool) or not isinstance(samples, int) or samples < 1
+    ):
+        raise ZooError(f"samples must be a positive whole number, received {samples!r}")
     if quantize != "none" and format != "tflite":
         raise ZooError(
             f"quantization {quantize!r} is for --format tflite; {format} exports float32 only"

@@ -130,7 +130,16 @@ def predict(model, inputs, top_k: int = 5, output=None) -> list[dict]:
     ```
     """
     fn, shape, labels, recipe = load(model)
-    inputs = [inputs] if isinstance(inputs, str) else list(inputs)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ZooError(f"top_k must be a positive whole number, received {top_k!r}")
+    if isinstance(inputs, str | Path):
+        inputs = [inputs]
+    elif not isinstance(inputs, list | tuple | np.ndarray):
+        raise ZooError(
+            "inputs must be a file path, a text, or a list of them, received "
+            f"{type(inputs).__name__}"
+        )
+    inputs = list(inputs)
     if not inputs:
         raise ZooError("nothing to predict: give at least one input")
     if recipe is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import shutil
 import time
 from contextlib import contextmanager
@@ -251,6 +252,8 @@ def _trim_history(path: Path, epochs: int) -> None:
 def check_run(recipe: Recipe, output, resume: bool) -> Path:
     """The run directory: free for a new run, or an unfinished run of this recipe to resume.
     Creates nothing, so a run that fails to start leaves nothing behind."""
+    if output is not None and not isinstance(output, str | os.PathLike):
+        raise ZooError(f"output must be a folder path, received {type(output).__name__}")
     run = Path(output) if output else default_output(recipe)
     saved = run / rundir.RECIPE
     if resume:

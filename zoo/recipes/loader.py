@@ -206,6 +206,8 @@ def load_recipe(ref: str | Path, overrides=()) -> Recipe:
     ```
     """
     ref = str(ref)
+    if isinstance(overrides, str):  # one "key=value"
+        overrides = [overrides]
     path = _locate(ref, None)
     raw = apply_overrides(_resolve(ref, None), overrides)
     name = raw.pop("name", path.stem)

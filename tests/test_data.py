@@ -388,3 +388,28 @@ def test_tfds_offline_fails_fast_with_a_hint(tmp_path, monkeypatch):
 def test_tfds_unknown_dataset():
     with pytest.raises(ZooError, match="is not a TFDS dataset"):
         build(load_recipe("lenet_mnist", ["data.name='mnistt'"]))
+
+
+def test_an_augmentation_layer_that_cannot_take_the_batches_names_itself():
+    """Errors of an augmentation layer come out before training as the layer, the batch
+    shapes and Keras' reason, not as TensorFlow's staging trace."""
+    jitter = 'augment=[{layer="RandomFlip"}, {layer="RandomColorJitter", hue_factor=0.2}]'
+    with pytest.raises(ZooError) as error:
+        build(load_recipe("lenet_digits", [jitter]))
+    message = str(error.value)
+    assert message.startswith(
+        "augment.1: RandomColorJitter cannot transform this recipe's batches "
+        "(images (None, 32, 32, 1), labels (None,)): "
+    )
+    assert "\n" not in message and "Dimension must be 3" in message
+    # Layers that only change colours refuse grey images when the recipe loads.
+    with pytest.raises(ZooError, match=r"augment.0: RandomHue changes colours, .* are grey"):
+        load_recipe("lenet_digits", ['augment=[{layer="RandomHue", factor=0.1}]'])
+
+
+def test_random_grayscale_takes_the_images_and_leaves_the_labels():
+    grey = 'augment=[{layer="RandomGrayscale", factor=1.0}]'
+    x, y = next(iter(build(load_recipe("lenet_digits", [grey, "data.channels=3"])).train))
+    x = x.numpy()
+    assert x.shape[1:] == (32, 32, 3) and y.shape == (32,)
+    np.testing.assert_allclose(x[..., 0], x[..., 2], atol=1e-3)

@@ -141,7 +141,7 @@ def test_text_recipes_refuse_image_keys_and_image_sources(tmp_path):
     with pytest.raises(ValueError, match="set model.name to one of charcnn, textcnn"):
         text_recipe(tmp_path, "model={name='lenet5'}")
     with pytest.raises(ValueError, match="gives images, task 'text' takes texts"):
-        text_recipe(tmp_path, "data.source='digits'", "data.image_size=[8, 8]")
+        load_recipe("textcnn_sms_spam", ["data.source='digits'", "data.image_size=[8, 8]"])
     with pytest.raises(ValueError, match="gives texts, task 'classification' takes images"):
         load_recipe("lenet_digits", ["data.source='text_file'", f"data.path='{tmp_path}'"])
 

@@ -122,6 +122,20 @@ def _fold(key, *data):
     return key
 
 
+# Layers that take images alone (not Keras' dicts): colour changes, targets unchanged.
+IMAGES_ONLY = ("RandomGrayscale",)
+
+
+def _reason(error: Exception) -> str:
+    """The message of a Keras layer's error without its call report (the part Keras shows in
+    bold), else the first line."""
+    text = str(error)
+    if "\x1b[1m" in text:
+        text = text.split("\x1b[1m", 1)[1].split("\x1b[0m", 1)[0]
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
 def augmenter(recipe: Recipe):
     """The [[augment]] layers as one function of (batch dict, stateless seed), or None.
 
@@ -154,7 +168,16 @@ def augmenter(recipe: Recipe):
             for name, value in hooks.items():
                 object.__setattr__(layer, name, value)
             try:
-                data = layer(data, training=True)
+                if type(layer).__name__ in IMAGES_ONLY:
+                    data = {**data, "images": layer(data["images"], training=True)}
+                else:
+                    data = layer(data, training=True)
+            except Exception as e:  # noqa: BLE001 - the layer and the batch, not TF's trace
+                shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in data.items())
+                raise ZooError(
+                    f"augment.{n}: {type(layer).__name__} cannot transform this recipe's "
+                    f"batches ({shapes}): {_reason(e)}"
+                ) from None
             finally:
                 for name, value in saved.items():
                     if value is None:
@@ -233,13 +256,18 @@ def build(recipe: Recipe, *, training: bool = True) -> Data:
             ds = batches(ds)
             if augment is not None:
                 ds = ds.enumerate().map(
-                    lambda i, b: augment(b, _fold(key, 2, i)), num_parallel_calls=AUTOTUNE
+                    tf.autograph.experimental.do_not_convert(
+                        lambda i, b: augment(b, _fold(key, 2, i))
+                    ),
+                    num_parallel_calls=AUTOTUNE,
                 )
             return ds
 
         # The epoch is read when an epoch's iteration starts (fit sets it just before).
         ds = tf.data.Dataset.from_tensors(0).map(lambda _: epoch.read_value())
-        ds = ds.flat_map(one_epoch)
+        # Not converted by AutoGraph (plain Python already), so that an augmentation layer's
+        # ZooError reaches the user as it is, not inside a StagingError.
+        ds = ds.flat_map(tf.autograph.experimental.do_not_convert(one_epoch))
         if size >= 0:
             ds = ds.apply(tf.data.experimental.assert_cardinality(size))
         return ds.map(split, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)

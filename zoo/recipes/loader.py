@@ -11,7 +11,7 @@ import pydantic
 import tomli_w
 
 from zoo.errors import ZooError, suggest
-from zoo.recipes.schema import Recipe
+from zoo.recipes.schema import SOURCE_KEYS, Recipe
 
 
 def builtin_dir() -> Path:
@@ -54,9 +54,12 @@ def _read(path: Path) -> dict:
 CHOICE_TABLES = ("model", "optimizer", "schedule")
 
 
-# The [data] keys that locate one source's dataset: a child recipe naming another
-# data.source does not inherit them.
-SOURCE_KEYS = ("name", "data_dir", "path")
+def _drop_foreign(data: dict, source, keep=()) -> None:
+    """Removes the keys of `data` that say where another kind of source's dataset is (a
+    child recipe or --set naming another data.source does not inherit them), but `keep`."""
+    for key, sources in SOURCE_KEYS.items():
+        if key not in keep and source not in sources:
+            data.pop(key, None)
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -67,8 +70,9 @@ def _merge(base: dict, over: dict) -> dict:
     for key, value in over.items():
         old = out.get(key)
         if key == "data" and isinstance(value, dict) and isinstance(old, dict):
-            if value.get("source", old.get("source")) != old.get("source"):
-                old = out[key] = {k: v for k, v in old.items() if k not in SOURCE_KEYS}
+            source = value.get("source", old.get("source"))
+            if source != old.get("source"):
+                _drop_foreign(old, source)
         if (
             isinstance(value, dict)
             and isinstance(old, dict)
@@ -120,10 +124,7 @@ def apply_overrides(raw: dict, overrides) -> dict:
         given.add(tuple(keys))
         data = out.get("data")
         if keys == ["data", "source"] and isinstance(data, dict) and data.get("source") != value:
-            # Another dataset: where the recipe's was does not carry over (as with extends).
-            for key in SOURCE_KEYS:
-                if ("data", key) not in given:
-                    data.pop(key, None)
+            _drop_foreign(data, value, keep=[g[1] for g in given if len(g) > 1 and g[0] == "data"])
         node = out
         for k in keys[:-1]:
             child = node.setdefault(k, {})

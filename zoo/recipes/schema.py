@@ -180,6 +180,8 @@ SOURCE_INPUTS = {
 TEXT_SOURCES = ("text_file", "text_folder")
 
 
+# Augmentation layers that work on colour (RGB) images only.
+COLOUR_LAYERS = ("RandomGrayscale", "RandomHue", "RandomSaturation")
 SOURCES = (
     "tfds",
     "idx",
@@ -189,6 +191,13 @@ SOURCES = (
     "text_file",
     "text_folder",
 )
+
+# The [data] keys that say where one kind of source finds its dataset, and those sources.
+SOURCE_KEYS = {
+    "name": ("tfds",),
+    "data_dir": ("tfds",),
+    "path": tuple(s for s in SOURCES if s not in ("tfds", "digits")),
+}
 
 
 class DataConfig(_Strict):
@@ -291,9 +300,7 @@ class DataConfig(_Strict):
     @model_validator(mode="after")
     def _source_fields(self):
         # Keys another source reads: set here, they would be silently ignored.
-        only = {"name": ("tfds",), "data_dir": ("tfds",)}
-        only["path"] = tuple(s for s in SOURCES if s not in ("tfds", "digits"))
-        for key, sources in only.items():
+        for key, sources in SOURCE_KEYS.items():
             if key in self.model_fields_set and getattr(self, key) is not None:
                 if self.source not in sources:
                     raise ValueError(
@@ -575,6 +582,12 @@ class Recipe(_Strict):
     def _crops_fit(self):
         size = self.data.crop_size or self.data.image_size
         for k, a in enumerate(self.augment):
+            if a.layer in COLOUR_LAYERS and self.data.channels != 3:
+                raise ValueError(
+                    f"augment.{k}: {a.layer} changes colours, and this recipe's images are "
+                    f"grey (data.channels = {self.data.channels}): use data.channels = 3, or "
+                    "leave the layer out"
+                )
             if a.layer == "RandomCrop" and size:
                 height, width = a.args.get("height", 0), a.args.get("width", 0)
                 if not all(isinstance(v, int) and not isinstance(v, bool) for v in (height, width)):

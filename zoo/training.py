@@ -453,6 +453,7 @@ def finish_run(run: Path, model, data, recipe: Recipe) -> dict:
     metrics["train_seconds"] = round(float(state.get("train_seconds", 0.0)), 2)
     metrics["epochs"] = int(state.get("epochs_done", 0))
     metrics["classes"] = list(data.class_names)
+    metrics["backend"] = keras.backend.backend()
     if data.skipped:
         metrics["skipped_files"] = list(data.skipped)
     rundir.write_json(run / rundir.METRICS, metrics)

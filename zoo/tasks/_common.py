@@ -153,6 +153,14 @@ def head_config(recipe, cls):
         ) from None
 
 
+def predict_batch(model, x) -> np.ndarray:
+    """`model.predict_on_batch` on a batch of a tf.data pipeline, on any Keras backend (JAX and
+    PyTorch take arrays, not TensorFlow tensors)."""
+    if keras.backend.backend() != "tensorflow":
+        x = x.numpy()
+    return keras.ops.convert_to_numpy(model.predict_on_batch(x))
+
+
 def classify(model, data, run, keep_inputs: bool = False):
     """What classifiers of images and texts report on the eval split: Keras' loss and metrics,
     the class report (per-class and macro precision, recall, F1; ROC AUC of two classes) and
@@ -164,7 +172,7 @@ def classify(model, data, run, keep_inputs: bool = False):
     metrics = {k: float(v) for k, v in results.items()}
     inputs, labels, probabilities = [], [], []
     for x, y in data.eval:
-        probabilities.append(keras.ops.convert_to_numpy(model.predict_on_batch(x)))
+        probabilities.append(predict_batch(model, x))
         y = y.numpy()
         labels.append(y.argmax(axis=1) if y.ndim == 2 else y)
         if keep_inputs:

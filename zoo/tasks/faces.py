@@ -177,11 +177,10 @@ def metrics(recipe, classes: int) -> list:
 
 def embeddings(model, dataset) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings, labels) of a dataset of (images, labels) batches."""
-    import keras
 
     vectors, labels = [], []
     for x, y in dataset:
-        vectors.append(keras.ops.convert_to_numpy(model.predict_on_batch(x)))
+        vectors.append(_common.predict_batch(model, x))
         labels.append(np.asarray(y))
     return np.concatenate(vectors), np.concatenate(labels)
 

@@ -271,13 +271,12 @@ def evaluate(model, data, run, recipe) -> dict:
             classes,
         )
     for x, y in data.eval:
-        p = model.predict_on_batch(x)
-        p = keras.ops.convert_to_numpy(p)
+        p = _common.predict_batch(model, x)
         truth = y.numpy()[..., 0]
         predicted = p.argmax(-1)
         cm += confusion(truth, predicted, classes)
         if loss_fn is not None:
-            losses.append((float(loss_fn(y, p)), len(p)))
+            losses.append((float(loss_fn(y.numpy(), p)), len(p)))
         if len(shown) < 4:
             shown += list(zip(x.numpy(), truth, predicted))[: 4 - len(shown)]
     result = scores(cm)

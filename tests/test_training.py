@@ -58,15 +58,6 @@ def test_train_writes_the_run_directory(tmp_path, quiet):
     assert again["train_seconds"] == metrics["train_seconds"]
 
 
-def test_same_seed_same_result(tmp_path, quiet):
-    recipe = load_recipe("lenet_digits", [*FAST, "fit.epochs=1"])
-    a = zoo.train(recipe, output=tmp_path / "a", log=quiet)
-    b = zoo.train(recipe, output=tmp_path / "b", log=quiet)
-    ma = json.loads((a / rundir.METRICS).read_text())
-    mb = json.loads((b / rundir.METRICS).read_text())
-    assert ma["loss"] == pytest.approx(mb["loss"], rel=1e-4)
-
-
 class Crash(keras.callbacks.Callback):
     """Kills training after `epoch` completed epochs, as a crash or Ctrl-C would."""
 

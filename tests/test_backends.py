@@ -45,3 +45,10 @@ def test_the_policy_on_jax(monkeypatch):
     assert chosen.describe().startswith("Keras on jax, CPU")
     with pytest.raises(ZooError, match="runtime.strategy 'mirrored' is TensorFlow's"):
         runtime.policy(RuntimeConfig(strategy="mirrored"))
+
+
+def test_tensorflow_multi_worker_is_refused_with_the_reason():
+    from zoo.recipes import load_recipe
+
+    with pytest.raises(ZooError, match=r"'multi_worker' .* does not train Keras 3 models"):
+        load_recipe("lenet_digits", ["runtime.strategy='multi_worker'"])

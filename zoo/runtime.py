@@ -36,9 +36,6 @@ def seed_everything(seed: int) -> None:
 def _strategy(name: str, gpus: int) -> tf.distribute.Strategy:
     if name == "mirrored" or (name == "auto" and gpus > 1):
         return tf.distribute.MirroredStrategy()
-    if name == "multi_worker":
-        # Configured by the TF_CONFIG environment variable, as tf.distribute documents.
-        return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
 
 
@@ -53,7 +50,7 @@ def policy(cfg: RuntimeConfig) -> Policy:
     if backend == "tensorflow":
         jit = cfg.jit_compile if cfg.jit_compile != "auto" else bool(gpus)
         return Policy(_strategy(cfg.strategy, gpus), precision, jit, gpus)
-    if cfg.strategy in ("mirrored", "multi_worker"):
+    if cfg.strategy == "mirrored":
         raise ZooError(
             f"runtime.strategy {cfg.strategy!r} is TensorFlow's, and this run's Keras backend is "
             f"{backend} (KERAS_BACKEND): leave runtime.strategy at 'auto', or train on tensorflow"

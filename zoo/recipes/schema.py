@@ -465,6 +465,19 @@ class RuntimeConfig(_Strict):
     precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
     jit_compile: Literal["auto"] | bool = "auto"
 
+    @field_validator("strategy")
+    @classmethod
+    def _working_strategy(cls, name):
+        if name == "multi_worker":
+            # Two workers fail in fit with "Attempt to convert a value (PerReplica...)"
+            # (keras-team/keras#20585, TF 2.16 onwards).
+            raise ValueError(
+                "'multi_worker' (TensorFlow's MultiWorkerMirroredStrategy) does not train "
+                "Keras 3 models (keras-team/keras#20585); on one machine use 'mirrored' or "
+                "'auto' (every local GPU)"
+            )
+        return name
+
 
 class EvalConfig(_Strict):
     """How the eval split is scored beyond the task's metrics. faces: `target_far`, the false

@@ -52,3 +52,10 @@ def test_tensorflow_multi_worker_is_refused_with_the_reason():
 
     with pytest.raises(ZooError, match=r"'multi_worker' .* does not train Keras 3 models"):
         load_recipe("lenet_digits", ["runtime.strategy='multi_worker'"])
+
+
+def test_text_recipes_say_they_need_tensorflow(monkeypatch, tmp_path):
+    monkeypatch.setattr(runtime.keras.backend, "backend", lambda: "jax")
+    with pytest.raises(ZooError, match="text models turn strings into tokens inside the model"):
+        zoo.train("textcnn_sms_spam", output=tmp_path / "run")
+    assert not (tmp_path / "run").exists()

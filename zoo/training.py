@@ -296,6 +296,13 @@ def train(
     """
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
+    backend = keras.backend.backend()
+    if tasks.get(recipe.task).INPUT == "texts" and backend != "tensorflow":
+        raise ZooError(
+            f"recipe {recipe.name}: text models turn strings into tokens inside the model with "
+            f"TensorFlow ops, which Keras' {backend} backend cannot run: train it with "
+            "KERAS_BACKEND=tensorflow (the default)"
+        )
     run = check_run(recipe, output, resume)
     # The outermost folder this run creates (runs/ too, where it is new).
     created = None if run.exists() else run

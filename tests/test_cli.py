@@ -282,3 +282,22 @@ def test_ci_stops_when_the_shared_data_is_missing(tmp_path):
         f"make install ZOO_TEST_DATA={data}",
         f"make test ZOO_TEST_DATA={data}",
     ]
+
+
+def test_bench_train_reports_speed_flops_and_mfu(tmp_path):
+    out = tmp_path / "bench.json"
+    args = ["lenet5", "--size", "32", "--batch", "8", "--steps", "2", "--windows", "3"]
+    code, stdout, err = invoke("zoo", "bench", "train", *args, "--output", str(out))
+    assert code == 0, err[-2000:]
+    row = json.loads(out.read_text())
+    assert row["model"] == "lenet5" and row["backend"] == "tensorflow" and row["batch"] == 8
+    assert len(row["window_images_per_second"]) == 3 and row["images_per_second"] > 0
+    # LeNet-5 on 32x32x3: 651,720 multiply-adds (c1 352,800, c3 240,000, c5 48,000, f6 10,080,
+    # output 840), two FLOPs each, plus bias, activation and pooling operations.
+    assert 2 * 651_720 <= row["forward_gflops_per_image"] * 1e9 <= 1.1 * 2 * 651_720
+    expected = 3 * row["forward_gflops_per_image"] * row["images_per_second"] / row["peak_gflops"]
+    assert row["mfu"] == pytest.approx(expected) and 0 < row["mfu"] < 1
+    assert f"images/s        {row['images_per_second']:.1f} (median of 3 windows" in stdout
+    assert "MFU" in stdout and "matmul peak" in stdout
+    code, _, err = invoke("zoo", "bench")
+    assert code == 2 and err.startswith("error: give --export RUN, or a benchmark: train")

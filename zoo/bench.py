@@ -1,4 +1,5 @@
-"""Benchmarks that print numbers: latency and size of a run's exports beside its Keras model."""
+"""Benchmarks that print numbers: latency and size of a run's exports beside its Keras model,
+and training speed (images/s, FLOPs, MFU)."""
 
 from __future__ import annotations
 
@@ -93,4 +94,151 @@ def format_table(rows: list[dict]) -> str:
         for b in batches:
             line += f"{row[b + '_ms']:>13.3f}{row[b + '_vs_keras']:>9.2f}"
         lines.append(line)
+    return "\n".join(lines)
+
+
+def peak_flops(repeats: int = 10, n: int = 1024) -> float:
+    """This machine's measured float32 matrix-product rate (FLOP/s): the fastest of `repeats`
+    n x n products, the ceiling that model FLOP utilization (MFU) is a fraction of."""
+    import tensorflow as tf
+
+    a = tf.random.uniform((n, n), seed=1)
+    b = tf.random.uniform((n, n), seed=2)
+    product = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
+    product().numpy()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        product().numpy()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def forward_flops(model) -> int | None:
+    """Floating-point operations of one image's forward pass (TensorFlow's profiler over the
+    frozen graph; a multiply-add counts 2), or None off the TensorFlow backend."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    spec = tf.TensorSpec((1, *model.input.shape[1:]), model.input.dtype)
+    concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+    graph = convert_variables_to_constants_v2(concrete).graph
+    profiler = tf.compat.v1.profiler
+    options = profiler.ProfileOptionBuilder(profiler.ProfileOptionBuilder.float_operation())
+    level = tf.get_logger().level
+    tf.get_logger().setLevel("ERROR")  # the v1 profiler's deprecation notice
+    try:
+        info = profiler.profile(
+            graph=graph,
+            run_meta=tf.compat.v1.RunMetadata(),
+            cmd="op",
+            options=options.with_empty_output().build(),
+        )
+    finally:
+        tf.get_logger().setLevel(level)
+    return int(info.total_float_ops)
+
+
+def bench_training(
+    name: str,
+    *,
+    batch: int = 32,
+    size: int = 64,
+    classes: int = 10,
+    steps: int = 10,
+    windows: int = 5,
+    warmup: int = 3,
+) -> dict:
+    """Training images/s of registry model `name` as zoo-train runs it on this machine (its
+    precision and XLA policy, SGD with momentum, `model.fit`), fed cached tensors so that the
+    input pipeline is not measured: the median of `windows` timed windows of `steps` steps after
+    `warmup` steps. With the forward FLOPs per image, the training FLOPs (3x forward: the
+    forward pass and two products per layer backward) and MFU, the fraction of the measured
+    matrix-product peak that training reaches.
+
+    Example:
+
+    ```python
+    row = bench_training("resnet18", batch=32, size=64)
+    print(row["images_per_second"], row["mfu"])
+    ```
+    """
+    import keras
+    import tensorflow as tf
+
+    from zoo import registry, runtime
+    from zoo.recipes.schema import RuntimeConfig
+    from zoo.training import _dtype_policy
+
+    checked = {"batch": batch, "size": size, "steps": steps, "windows": windows, "warmup": warmup}
+    for label, value in checked.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ZooError(f"{label} must be a positive whole number, received {value!r}")
+    policy = runtime.policy(RuntimeConfig())
+    runtime.seed_everything(0)
+    with _dtype_policy(policy.precision):
+        model = registry.get(name, input_shape=(size, size, 3), classes=classes)
+    optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
+    if policy.precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    model.compile(
+        optimizer=optimizer,
+        loss="sparse_categorical_crossentropy",
+        jit_compile=policy.jit_compile,
+    )
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")
+    y = rng.integers(0, classes, batch)
+    data = tf.data.Dataset.from_tensors((x, y)).repeat()
+    ends = []
+
+    class StepEnds(keras.callbacks.Callback):
+        def on_train_batch_end(self, step, logs=None):
+            ends.append(time.perf_counter())
+
+    total = warmup + steps * windows
+    model.fit(
+        data, steps_per_epoch=total, epochs=1, verbose=0, callbacks=[StepEnds()], shuffle=False
+    )
+    marks = ends[warmup - 1 :: steps]  # the end of the warm-up, then of each window
+    seconds = [b - a for a, b in zip(marks, marks[1:])]
+    per_second = batch * steps / statistics.median(seconds)
+    flops = forward_flops(model)
+    peak = peak_flops()
+    row = {
+        "model": name,
+        "backend": keras.backend.backend(),
+        "batch": batch,
+        "size": size,
+        "precision": policy.precision,
+        "jit_compile": policy.jit_compile,
+        "images_per_second": per_second,
+        "window_images_per_second": [batch * steps / s for s in seconds],
+        "forward_gflops_per_image": flops / 1e9 if flops else None,
+        "peak_gflops": peak / 1e9,
+        "mfu": 3 * flops * per_second / peak if flops else None,
+    }
+    return row
+
+
+def format_training(row: dict) -> str:
+    lines = [
+        f"{row['model']} training on Keras/{row['backend']}, batch {row['batch']}, "
+        f"{row['size']}x{row['size']}, {row['precision']}, XLA {row['jit_compile']}",
+        f"images/s        {row['images_per_second']:.1f} (median of "
+        f"{len(row['window_images_per_second'])} windows: "
+        + ", ".join(f"{v:.1f}" for v in row["window_images_per_second"])
+        + ")",
+    ]
+    if row["forward_gflops_per_image"] is not None:
+        lines.append(f"GFLOPs/image    {row['forward_gflops_per_image']:.3f} forward, x3 training")
+    lines.append(f"matmul peak     {row['peak_gflops']:.1f} GFLOP/s (measured, float32)")
+    if row["mfu"] is not None:
+        lines.append(f"MFU             {row['mfu']:.1%}")
     return "\n".join(lines)

@@ -392,12 +392,11 @@ def identify(model, image, gallery, top_k, as_json):
         click.echo(f"no match: no identity reaches the threshold {result['threshold']:.4f}")
 
 
-@main.command(cls=_Command)
+@main.group(cls=_Group, invoke_without_command=True)
 @click.option(
     "--export",
     "run_dir",
     type=click.Path(file_okay=False),
-    required=True,
     help="A finished run: time its Keras model and its exports.",
 )
 @click.option(
@@ -408,13 +407,61 @@ def identify(model, image, gallery, top_k, as_json):
     help="Timed calls per model and batch size (after 5 warm-up calls).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
-def bench(run_dir, repeats, as_json):
-    """Latency (median, batch 1 and 32) and size of a run's exports beside the Keras model,
-    on this machine's CPU; exports what is missing first."""
+@click.pass_context
+def bench(ctx, run_dir, repeats, as_json):
+    """Benchmarks on this machine. `--export RUN`: latency (median, batch 1 and 32) and size of
+    a run's exports beside the Keras model, exporting what is missing first. `train MODEL`:
+    training speed."""
+    if ctx.invoked_subcommand is not None:
+        if run_dir is not None:
+            raise click.UsageError(f"--export and `bench {ctx.invoked_subcommand}` are separate")
+        return
+    if run_dir is None:
+        raise click.UsageError("give --export RUN, or a benchmark: train")
     from zoo.bench import bench_exports, format_table
 
     rows = bench_exports(run_dir, repeats=repeats)
     click.echo(json.dumps(rows, indent=2) if as_json else format_table(rows))
+
+
+@bench.command("train", cls=_Command)
+@click.argument("model")
+@click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--size", type=click.IntRange(min=8), default=64, show_default=True)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Steps per timed window.",
+)
+@click.option(
+    "--windows",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Timed windows (the median is reported), after 3 warm-up steps.",
+)
+@click.option("--output", type=click.Path(dir_okay=False), help="Also save the result as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def bench_train(model, batch, size, steps, windows, output, as_json):
+    """Training images/s of MODEL (a registry name) as zoo-train runs it, fed cached tensors;
+    its FLOPs per image and the fraction of this machine's measured matrix-product peak (MFU).
+    The backend is KERAS_BACKEND's."""
+    from zoo.bench import bench_training, format_training
+
+    row = bench_training(model, batch=batch, size=size, steps=steps, windows=windows)
+    if output:
+        from pathlib import Path
+
+        from zoo import rundir
+        from zoo.errors import ZooError
+
+        try:
+            rundir.write_json(Path(output), row)
+        except OSError as e:
+            raise ZooError(f"cannot write --output {output}: {e.strerror}") from None
+    click.echo(json.dumps(row, indent=2) if as_json else format_training(row))
 
 
 @main.command("train", cls=_Command)

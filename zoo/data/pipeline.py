@@ -237,37 +237,38 @@ def build(recipe: Recipe, *, training: bool = True) -> Data:
 
     def train_pipeline(ex: Examples, epoch: tf.Variable):
         """Epoch k's order, crops and augmentation are drawn from (seed, k): the same in
-        every run with this seed, whether or not the process restarted in between."""
+        every run with this seed, whether or not the process restarted in between. The epoch
+        is read when its iteration starts (fit sets it just before); positions count from 0
+        in each epoch, as every epoch iterates the dataset anew."""
         examples = cached(ex)
         size = batches(examples).cardinality()
 
-        def one_epoch(k):
-            key = _fold(tf.constant([seed, 0], tf.int64), k)
-            ds = examples
-            if cfg.shuffle:
-                ds = ds.shuffle(
-                    min(cfg.shuffle_buffer, ex.count), seed=key[1], reshuffle_each_iteration=False
-                )
-            if cfg.crop_size:
-                crop = _cropper(cfg)
-                ds = ds.enumerate().map(
-                    lambda i, e: crop(e, _fold(key, 1, i)), num_parallel_calls=AUTOTUNE
-                )
-            ds = batches(ds)
-            if augment is not None:
-                ds = ds.enumerate().map(
-                    tf.autograph.experimental.do_not_convert(
-                        lambda i, b: augment(b, _fold(key, 2, i))
-                    ),
-                    num_parallel_calls=AUTOTUNE,
-                )
-            return ds
+        def key(*data):
+            return _fold(tf.constant([seed, 0], tf.int64), epoch.read_value(), *data)
 
-        # The epoch is read when an epoch's iteration starts (fit sets it just before).
-        ds = tf.data.Dataset.from_tensors(0).map(lambda _: epoch.read_value())
-        # Not converted by AutoGraph (plain Python already), so that an augmentation layer's
-        # ZooError reaches the user as it is, not inside a StagingError.
-        ds = ds.flat_map(tf.autograph.experimental.do_not_convert(one_epoch))
+        ds = examples
+        if cfg.shuffle:
+            buffer = min(cfg.shuffle_buffer, ex.count)
+
+            def shuffled(order):
+                # This function's graph seed only: TensorFlow pairs an op seed with the graph's,
+                # and with a graph seed of 0 (runtime.seed = 0) it tests the tensor `order` as a
+                # Python bool, which fails.
+                tf.random.set_seed(1)
+                return examples.shuffle(buffer, seed=order, reshuffle_each_iteration=False)
+
+            ds = tf.data.Dataset.from_tensors(0).map(lambda _: key()[1]).flat_map(shuffled)
+        if cfg.crop_size:
+            crop = _cropper(cfg)
+            ds = ds.enumerate().map(lambda i, e: crop(e, key(1, i)), num_parallel_calls=AUTOTUNE)
+        ds = batches(ds)
+        if augment is not None:
+            # Not converted by AutoGraph (plain Python already), so that an augmentation
+            # layer's ZooError reaches the user as it is, not inside a StagingError.
+            ds = ds.enumerate().map(
+                tf.autograph.experimental.do_not_convert(lambda i, b: augment(b, key(2, i))),
+                num_parallel_calls=AUTOTUNE,
+            )
         if size >= 0:
             ds = ds.apply(tf.data.experimental.assert_cardinality(size))
         return ds.map(split, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)

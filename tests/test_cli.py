@@ -300,4 +300,17 @@ def test_bench_train_reports_speed_flops_and_mfu(tmp_path):
     assert f"images/s        {row['images_per_second']:.1f} (median of 3 windows" in stdout
     assert "MFU" in stdout and "matmul peak" in stdout
     code, _, err = invoke("zoo", "bench")
-    assert code == 2 and err.startswith("error: give --export RUN, or a benchmark: train")
+    assert code == 2 and err.startswith("error: give --export RUN, or a benchmark: train, data")
+
+
+def test_bench_data_reports_the_pipeline_alone_and_under_training():
+    code, out, err = invoke(
+        "zoo", "bench", "data", "lenet_digits", "--steps", "1000", "--repeats", "2", "--json"
+    )
+    assert code == 0, err[-2000:]
+    row = json.loads(out)
+    # At most an epoch: 45 batches of 32, the last one short.
+    assert row["recipe"] == "lenet_digits" and (row["steps"], row["batch"]) == (45, 32)
+    rates = [row[f"{k}_images_per_second"] for k in ("cold", "warm", "fed", "cached")]
+    assert all(r > 0 for r in rates)
+    assert row["fed_vs_cached"] == pytest.approx(row["fed_images_per_second"] / rates[3])

@@ -411,13 +411,13 @@ def identify(model, image, gallery, top_k, as_json):
 def bench(ctx, run_dir, repeats, as_json):
     """Benchmarks on this machine. `--export RUN`: latency (median, batch 1 and 32) and size of
     a run's exports beside the Keras model, exporting what is missing first. `train MODEL`:
-    training speed."""
+    training speed. `data RECIPE`: the input pipeline's."""
     if ctx.invoked_subcommand is not None:
         if run_dir is not None:
             raise click.UsageError(f"--export and `bench {ctx.invoked_subcommand}` are separate")
         return
     if run_dir is None:
-        raise click.UsageError("give --export RUN, or a benchmark: train")
+        raise click.UsageError("give --export RUN, or a benchmark: train, data")
     from zoo.bench import bench_exports, format_table
 
     rows = bench_exports(run_dir, repeats=repeats)
@@ -462,6 +462,34 @@ def bench_train(model, batch, size, steps, windows, output, as_json):
         except OSError as e:
             raise ZooError(f"cannot write --output {output}: {e.strerror}") from None
     click.echo(json.dumps(row, indent=2) if as_json else format_training(row))
+
+
+@bench.command("data", cls=_Command)
+@click.argument("recipe")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a recipe key (TOML value), e.g. --set data.batch_size=64.",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Training batches per timed pass (at most an epoch's).",
+)
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def bench_data_cmd(recipe, overrides, steps, repeats, as_json):
+    """RECIPE's input pipeline: images/s on its own (first pass and warm), and training fed by
+    it beside training on the same batches held in memory."""
+    from zoo.bench import bench_data, format_data
+    from zoo.recipes import load_recipe
+
+    row = bench_data(load_recipe(recipe, overrides), steps=steps, repeats=repeats)
+    click.echo(json.dumps(row, indent=2) if as_json else format_data(row))
 
 
 @main.command("train", cls=_Command)

@@ -175,7 +175,7 @@ def test_image_folder_validation_split_classes_and_pgm(tmp_path):
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"max_per_class": 1}, "class 's1' has 1 example: data.validation_split holds out"),
+        ({"max_per_class": 1}, "class 's1', 's2' has fewer than 2 examples: data.validation"),
         ({"validation_split": 0.05}, "holds out 1, leaving 19: each side needs at least one"),
         ({"classes": ["s2"]}, r"the data has 1 class \('s2'\); telling classes apart takes"),
     ],

@@ -104,28 +104,31 @@ def identity_split(names: list[str], held_out, seed: int) -> tuple[list[str], li
 
 def stratified_split(y, fraction, seed, names=None):
     """Train and eval indices, each class split in proportion (`names`: the class names, for
-    messages)."""
+    messages; a named class with no example counts too)."""
     from sklearn.model_selection import train_test_split
 
     y = np.asarray(y)
-    labels, counts = np.unique(y, return_counts=True)
+    counts = np.bincount(y, minlength=len(names) if names is not None else 0)
     if counts.min() < 2:
-        label = labels[counts.argmin()]
-        name = names[label] if names is not None else label
+        rare = [names[k] if names is not None else k for k in np.flatnonzero(counts < 2)]
         raise ZooError(
-            f"class {str(name)!r} has {counts.min()} example: data.validation_split holds out a "
-            "share of every class, so each needs at least 2 (add examples, raise "
-            "data.max_per_class, or leave the class out with data.classes)"
+            f"class {', '.join(repr(str(r)) for r in rare)} has fewer than 2 examples: "
+            "data.validation_split holds out a share of every class, so each needs at least 2 "
+            "(add examples, raise data.max_per_class, or leave the class out with data.classes)"
         )
+    classes = int((counts > 0).sum())
     held = math.ceil(fraction * len(y))
-    if min(held, len(y) - held) < len(labels):
+    if min(held, len(y) - held) < classes:
         raise ZooError(
             f"data.validation_split {fraction:g} of {len(y)} examples holds out {held}, leaving "
             f"{len(y) - held}: each side needs at least one example of each of the "
-            f"{len(labels)} classes; change validation_split or add examples"
+            f"{classes} classes; change validation_split or add examples"
         )
     index = np.arange(len(y))
-    return train_test_split(index, test_size=fraction, stratify=y, random_state=seed)
+    try:
+        return train_test_split(index, test_size=fraction, stratify=y, random_state=seed)
+    except ValueError as e:  # scikit-learn's other refusals
+        raise ZooError(f"data.validation_split {fraction:g}: {e}") from None
 
 
 def validation_name(fraction: float) -> str:

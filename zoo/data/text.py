@@ -58,18 +58,7 @@ def source(cfg, train, test, names: list[str], seed: int) -> Source:
         )
         eval_name = cfg.eval_split
     else:
-        counts = np.bincount(labels, minlength=len(kept))
-        if counts.min() < 2:
-            rare = [kept[k] for k in np.flatnonzero(counts < 2)]
-            raise ZooError(
-                f"fewer than 2 texts of class {', '.join(map(repr, rare))}: a stratified "
-                "data.validation_split needs at least 2 of each class; add texts or leave the "
-                "class out with data.classes"
-            )
-        try:
-            train_idx, eval_idx = stratified_split(labels, cfg.validation_split, seed, kept)
-        except ValueError as e:
-            raise ZooError(f"data.validation_split {cfg.validation_split}: {e}") from None
+        train_idx, eval_idx = stratified_split(labels, cfg.validation_split, seed, kept)
         eval_texts, eval_labels = texts[eval_idx], labels[eval_idx]
         texts, labels = texts[train_idx], labels[train_idx]
         eval_name = validation_name(cfg.validation_split)

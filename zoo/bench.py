@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo import rundir
-from zoo.errors import ZooError
+from zoo.errors import ZooError, check_counts
 from zoo.export import artifact_name, export, runner, size_bytes
 
 # (label, format, quantization) of the exports compared with the Keras model.
@@ -174,21 +174,15 @@ def bench_training(
 
     from zoo import registry, runtime
     from zoo.recipes.schema import RuntimeConfig
-    from zoo.training import _dtype_policy
+    from zoo.training import _dtype_policy, loss_scaled
 
-    checked = {"batch": batch, "size": size, "steps": steps, "windows": windows, "warmup": warmup}
-    for label, value in checked.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ZooError(f"{label} must be a positive whole number, received {value!r}")
+    check_counts(batch=batch, size=size, steps=steps, windows=windows, warmup=warmup)
     policy = runtime.policy(RuntimeConfig())
     runtime.seed_everything(0)
     with _dtype_policy(policy.precision):
         model = registry.get(name, input_shape=(size, size, 3), classes=classes)
-    optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
-    if policy.precision == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     model.compile(
-        optimizer=optimizer,
+        optimizer=loss_scaled(model, keras.optimizers.SGD(0.01, momentum=0.9)),
         loss="sparse_categorical_crossentropy",
         jit_compile=policy.jit_compile,
     )
@@ -268,9 +262,7 @@ def bench_data(recipe, *, steps: int = 50, repeats: int = 3) -> dict:
 
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
-    for label, value in (("steps", steps), ("repeats", repeats)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ZooError(f"{label} must be a positive whole number, received {value!r}")
+    check_counts(steps=steps, repeats=repeats)
     runtime.seed_everything(recipe.runtime.seed)
     policy = runtime.policy(recipe.runtime)
     data = data_lib.build(recipe)

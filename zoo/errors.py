@@ -22,3 +22,10 @@ def suggest(name: str, choices, *, what: str, hint: str = "") -> ZooError:
     if hint:
         message += f" ({hint})"
     return ZooError(message)
+
+
+def check_counts(**values) -> None:
+    """Raises for the first of `values` (name=value) that is not a positive whole number."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ZooError(f"{name} must be a positive whole number, received {value!r}")

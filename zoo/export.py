@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo import rundir, tasks
-from zoo.errors import ZooError
+from zoo.errors import ZooError, check_counts
 
 FORMATS = ("savedmodel", "tflite", "onnx")
 # The most eval examples the parity report reads by default (the task may read fewer).
@@ -221,10 +221,8 @@ def export(
         raise ZooError(f"unknown export format {format!r}; allowed: {', '.join(FORMATS)}")
     if quantize not in QUANTIZATIONS:
         raise ZooError(f"unknown quantization {quantize!r}; allowed: {', '.join(QUANTIZATIONS)}")
-    if samples is not None and (
-        isinstance(samples, bool) or not isinstance(samples, int) or samples < 1
-    ):
-        raise ZooError(f"samples must be a positive whole number, received {samples!r}")
+    if samples is not None:
+        check_counts(samples=samples)
     if quantize != "none" and format != "tflite":
         raise ZooError(
             f"quantization {quantize!r} is for --format tflite; {format} exports float32 only"

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo import rundir, tasks
-from zoo.errors import ZooError
+from zoo.errors import ZooError, check_counts
 
 
 def _kind(path: Path) -> str:
@@ -129,9 +129,7 @@ def predict(model, inputs, top_k: int = 5, output=None) -> list[dict]:
     zoo.predict("runs/sms", ["free entry to win a prize", "see you at 6"])
     ```
     """
-    fn, shape, labels, recipe = load(model)
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ZooError(f"top_k must be a positive whole number, received {top_k!r}")
+    check_counts(top_k=top_k)
     if isinstance(inputs, str | Path):
         inputs = [inputs]
     elif not isinstance(inputs, list | tuple | np.ndarray):
@@ -142,6 +140,7 @@ def predict(model, inputs, top_k: int = 5, output=None) -> list[dict]:
     inputs = list(inputs)
     if not inputs:
         raise ZooError("nothing to predict: give at least one input")
+    fn, shape, labels, recipe = load(model)
     if recipe is not None:
         task = tasks.get(recipe.task)
     elif shape is None:

@@ -88,11 +88,7 @@ def compile_model(
     optimizer = optimizer_cls(
         learning_rate=learning_rate(cfg, steps_per_epoch, epochs), **cfg.optimizer.args
     )
-    if _float16(model):
-        # Keras scales the loss only where the compiled model's own policy is mixed_float16;
-        # zoo's outer model is float32 around a float16 net, so it is asked for here: without
-        # it, small gradients underflow to zero in float16.
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    optimizer = loss_scaled(model, optimizer)
     task = tasks.get(recipe.task)
     classes = model.output.shape[-1]
     model.compile(
@@ -103,15 +99,18 @@ def compile_model(
     )
 
 
-def _float16(model: keras.Model) -> bool:
-    """Whether any layer of `model`, nested models included, computes in float16."""
+def loss_scaled(model: keras.Model, optimizer):
+    """`optimizer` in a LossScaleOptimizer where any layer of `model` (nested models included)
+    computes in float16. Keras scales the loss only where the compiled model's own policy is
+    mixed_float16; zoo's outer model is float32 around a float16 net, so it is asked for here:
+    without it, small gradients underflow to zero in float16."""
     stack = [model]
     while stack:
         layer = stack.pop()
         if layer.dtype_policy.compute_dtype == "float16":
-            return True
+            return keras.optimizers.LossScaleOptimizer(optimizer)
         stack.extend(getattr(layer, "layers", []))
-    return False
+    return optimizer
 
 
 class _State(keras.callbacks.Callback):

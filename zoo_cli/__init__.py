@@ -66,6 +66,16 @@ def _guarded(ctx, invoke):
         ctx.exit(2)
 
 
+def _set_option(f):
+    return click.option(
+        "--set",
+        "overrides",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Override a recipe key (TOML value), e.g. --set fit.epochs=5.",
+    )(f)
+
+
 def _debug_option(f):
     def remember(ctx, _param, value):
         obj = ctx.ensure_object(dict)
@@ -135,13 +145,7 @@ def info(model):
 
 @main.command(cls=_Command)
 @click.argument("recipe")
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a recipe key, e.g. --set data.batch_size=64.",
-)
+@_set_option
 def show(recipe, overrides):
     """Print the resolved recipe (extends and --set applied) as TOML."""
     from zoo.recipes import dumps, load_recipe
@@ -466,13 +470,7 @@ def bench_train(model, batch, size, steps, windows, output, as_json):
 
 @bench.command("data", cls=_Command)
 @click.argument("recipe")
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a recipe key (TOML value), e.g. --set data.batch_size=64.",
-)
+@_set_option
 @click.option(
     "--steps",
     type=click.IntRange(min=1),
@@ -494,13 +492,7 @@ def bench_data_cmd(recipe, overrides, steps, repeats, as_json):
 
 @main.command("train", cls=_Command)
 @click.argument("recipe", required=False)
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a recipe key (TOML value), e.g. --set fit.epochs=5.",
-)
+@_set_option
 @click.option(
     "--output",
     "-o",

@@ -51,7 +51,8 @@ def test_the_policy_on_jax(monkeypatch):
 def test_tensorflow_multi_worker_is_refused_with_the_reason():
     from zoo.recipes import load_recipe
 
-    with pytest.raises(ZooError, match=r"'multi_worker' .* does not train Keras 3 models"):
+    refused = r"'multi_worker' .* does not train Keras 3 models.* --workers N"
+    with pytest.raises(ZooError, match=refused):
         load_recipe("lenet_digits", ["runtime.strategy='multi_worker'"])
 
 

@@ -1,7 +1,9 @@
-"""Device policy: seeds, precision, XLA and the tf.distribute strategy, decided once per run."""
+"""Device policy: seeds, precision, XLA and the tf.distribute strategy, decided once per run;
+and the processes of a multi-process run (Keras' distribution API on JAX)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import keras
@@ -20,11 +22,22 @@ class Policy:
 
     def describe(self) -> str:
         device = f"{self.gpus} GPU(s)" if self.gpus else "CPU"
+        text = (
+            f"Keras on {keras.backend.backend()}, {device}, precision {self.precision}, "
+            f"XLA {self.jit_compile}"
+        )
+        if _joined is not None:
+            import jax
+
+            return (
+                f"{text}, data-parallel over {jax.device_count()} device(s) in "
+                f"{_joined.processes} processes"
+            )
+        if keras.backend.backend() != "tensorflow":
+            return text
         return (
-            f"Keras on {keras.backend.backend()}, "
-            f"{device}, precision {self.precision}, XLA {self.jit_compile}, "
-            f"strategy {type(self.strategy).__name__} ({self.strategy.num_replicas_in_sync} "
-            "replica(s))"
+            f"{text}, strategy {type(self.strategy).__name__} "
+            f"({self.strategy.num_replicas_in_sync} replica(s))"
         )
 
 
@@ -73,3 +86,120 @@ def _gpus(backend: str) -> int:
         return torch.cuda.device_count()
     with quiet_stderr():  # the CUDA probe's lines on a machine without a GPU
         return len(tf.config.list_physical_devices("GPU"))
+
+
+# Keras' own names for a multi-process job (keras.distribution.initialize reads them too):
+# what `zoo-train --workers` and `--coordinator` set, and what a cluster launcher can.
+ADDRESSES = "KERAS_DISTRIBUTION_JOB_ADDRESSES"
+PROCESSES = "KERAS_DISTRIBUTION_NUM_PROCESSES"
+PROCESS_ID = "KERAS_DISTRIBUTION_PROCESS_ID"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The processes of one data-parallel training job: `processes` of them, this one
+    `process_id` (0 writes the run directory), joined at `coordinator` (host:port of
+    process 0)."""
+
+    coordinator: str | None
+    processes: int
+    process_id: int
+
+    @property
+    def primary(self) -> bool:
+        return self.process_id == 0
+
+
+def cluster() -> Cluster | None:
+    """The multi-process job this process belongs to, from the environment; None for a
+    single-process run."""
+    raw = os.environ.get(PROCESSES)
+    if raw in (None, "", "1"):
+        return None
+    try:
+        processes = int(raw)
+        process_id = int(os.environ.get(PROCESS_ID, ""))
+    except ValueError:
+        raise ZooError(
+            f"{PROCESSES}={raw!r} and {PROCESS_ID}={os.environ.get(PROCESS_ID)!r} must be whole "
+            "numbers: the job's process count and this process's index (0 for the coordinator)"
+        ) from None
+    if processes < 1 or not 0 <= process_id < processes:
+        raise ZooError(
+            f"{PROCESS_ID}={process_id} must be from 0 to {PROCESSES}-1 ({processes - 1}), and "
+            f"{PROCESSES} at least 1"
+        )
+    return Cluster(os.environ.get(ADDRESSES) or None, processes, process_id)
+
+
+_joined: Cluster | None = None
+_left = False
+
+
+def join(job: Cluster) -> None:
+    """Joins the job's other processes through JAX's multi-process runtime (before any
+    computation: JAX allows it only then). Once per process."""
+    global _joined
+    backend = keras.backend.backend()
+    if backend != "jax":
+        raise ZooError(
+            f"multi-process training runs on Keras' JAX backend (keras.distribution), and this "
+            f"process's backend is {backend}: set KERAS_BACKEND=jax in every process "
+            "(zoo-train --workers N sets it)"
+        )
+    if _joined is not None:
+        if _joined == job and not _left:
+            return
+        raise ZooError(
+            "this process already trained in a multi-process job; JAX's runtime joins one job "
+            "per process: start each run in new processes"
+        )
+    if job.coordinator is None:
+        raise ZooError(
+            f"{PROCESSES}={job.processes} needs the coordinator's address: "
+            f"--coordinator HOST:PORT or {ADDRESSES}"
+        )
+    import jax
+
+    # Collectives between CPU processes (GPU and TPU hosts have their own).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        keras.distribution.initialize(job.coordinator, job.processes, job.process_id)
+    except Exception as e:  # noqa: BLE001 - JAX raises several kinds; all mean "cannot join"
+        reason = " ".join(str(e).split())
+        if "must be called before" in reason:
+            reason = (
+                "Keras already computed something in this process; join first (zoo.train "
+                "does, before it loads the recipe: pass it the recipe's name or path)"
+            )
+        raise ZooError(
+            f"process {job.process_id} of {job.processes} could not join the job at "
+            f"{job.coordinator}: {reason[:300]}"
+        ) from None
+    _joined = job
+
+
+def distribute() -> None:
+    """From here on, Keras creates variables on every device of the job and trains
+    data-parallel: each process feeds its share of every global batch and the gradients are
+    summed across all (through gloo between CPU processes). Every process must then run the
+    same computations in the same order; only what follows this (the model, fit) does."""
+    import jax
+
+    # zoo's pipeline hands each process its share of every batch (zoo.data.build).
+    keras.distribution.set_distribution(
+        keras.distribution.DataParallel(devices=jax.devices(), auto_shard_dataset=False)
+    )
+
+
+def leave() -> None:
+    """After the last `fit`: no more collectives. Each process goes on (or stops) alone: the
+    primary evaluates and saves on its own devices."""
+    global _left
+    if _joined is None or _left:
+        return
+    import jax
+
+    _left = True
+    keras.distribution.set_distribution(None)
+    jax.distributed.shutdown()

@@ -9,6 +9,7 @@ import csv
 import math
 import os
 import shutil
+import tempfile
 import time
 from contextlib import contextmanager
 from datetime import datetime
@@ -293,6 +294,11 @@ def train(
     run = zoo.train("lenet_digits", output="runs/digits")
     ```
     """
+    job = runtime.cluster()
+    if job is not None:
+        # First: JAX joins a job only before its first computation (loading a recipe builds
+        # its augmentation layers).
+        runtime.join(job)
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
     backend = keras.backend.backend()
@@ -302,6 +308,14 @@ def train(
             f"TensorFlow ops, which Keras' {backend} backend cannot run: train it with "
             "KERAS_BACKEND=tensorflow (the default)"
         )
+    if job is not None:
+        if output is None:
+            raise ZooError(
+                "a multi-process run needs its run directory named (--output): every process "
+                "must name the same one"
+            )
+        if not job.primary:
+            return _train_secondary(recipe, Path(output), resume, job, callbacks)
     run = check_run(recipe, output, resume)
     # The outermost folder this run creates (runs/ too, where it is new).
     created = None if run.exists() else run
@@ -318,13 +332,35 @@ def train(
         try:
             if not resume:
                 check_run(recipe, run, resume)  # again, now that no other process can start
-            _train(run, recipe, resume, state, callbacks, log)
+            _train(run, recipe, resume, state, callbacks, log, job)
         except BaseException:
             if not resume and not state.state.get("epochs_done"):
                 # Failed before its first epoch: nothing worth resuming, so nothing is left
                 # behind that would block a retry.
                 _discard(run, created)
             raise
+    return run
+
+
+def _train_secondary(recipe: Recipe, run: Path, resume: bool, job, callbacks) -> Path:
+    """A process other than the first of a multi-process run: it trains in step with the
+    others and writes nothing in `run` (process 0 does). Its callbacks write into a scratch
+    folder, gone at the end; to resume, it starts from a copy of `run`, so it must be able to
+    read it (one machine, or a shared filesystem)."""
+    with tempfile.TemporaryDirectory(prefix="zoo-process-") as scratch:
+        mirror = Path(scratch) / "run"
+        if resume:
+            if not (run / rundir.RECIPE).is_file():
+                raise ZooError(
+                    f"--resume: process {job.process_id} cannot read the run in {run}; every "
+                    "process of a multi-process run must see its run directory (one machine, "
+                    "or a shared filesystem)"
+                )
+            shutil.copytree(run, mirror, ignore=shutil.ignore_patterns(rundir.TENSORBOARD))
+        else:
+            mirror.mkdir()
+        state = _State(mirror / rundir.STATE, rundir.read_json(mirror / rundir.STATE))
+        _train(mirror, recipe, resume, state, callbacks, lambda *a, **k: None, job)
     return run
 
 
@@ -339,13 +375,18 @@ def _discard(run: Path, created: Path | None) -> None:
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
-def _train(run: Path, recipe: Recipe, resume: bool, state: _State, callbacks, log) -> None:
+def _train(
+    run: Path, recipe: Recipe, resume: bool, state: _State, callbacks, log, job=None
+) -> None:
     """Data, model, the phases' `fit` calls, the saved model and its evaluation, in `run`
-    (locked by the caller)."""
+    (locked by the caller). In a multi-process run (`job`), every process trains; process 0
+    alone then saves and evaluates."""
     runtime.seed_everything(recipe.runtime.seed)
     policy = runtime.policy(recipe.runtime)
-    log(f"zoo: {recipe.name} -> {run} ({policy.describe()})")
-    data = data_lib.build(recipe)
+    processes = job.processes if job is not None else 1
+    where = f", {processes} processes" if job is not None else ""
+    log(f"zoo: {recipe.name} -> {run} ({policy.describe()}{where})")
+    data = data_lib.build(recipe, processes=processes, process_id=job.process_id if job else 0)
     log(
         f"zoo: {data.train_count} training and {data.eval_count} eval examples "
         f"({data.eval_name}), {len(data.class_names)} classes"
@@ -371,6 +412,8 @@ def _train(run: Path, recipe: Recipe, resume: bool, state: _State, callbacks, lo
     else:
         recipe_for_build = recipe
     task = tasks.get(recipe.task)
+    if job is not None:
+        runtime.distribute()
     with policy.strategy.scope():
         model = build_model(recipe_for_build, len(data.class_names), policy.precision, data)
         # What fit trains: the model, or the task's training graph around it.
@@ -401,11 +444,11 @@ def _train(run: Path, recipe: Recipe, resume: bool, state: _State, callbacks, lo
         trained._initial_epoch = None
         history = trained.fit(
             data.train,
-            validation_data=data.eval if task.VALIDATE else None,
+            validation_data=data.validation if task.VALIDATE else None,
             initial_epoch=starts[k],
             epochs=end,
             callbacks=[*_callbacks(run, recipe, state, k, data), *callbacks],
-            verbose=recipe.fit.verbose,
+            verbose=recipe.fit.verbose if job is None or job.primary else 0,
             shuffle=False,  # tf.data shuffles (seeded); Keras would only warn that it cannot
         )
         losses = history.history.get("loss", [])
@@ -426,9 +469,17 @@ def _train(run: Path, recipe: Recipe, resume: bool, state: _State, callbacks, lo
         shutil.rmtree(run / rundir.backup(k), ignore_errors=True)
         if k:
             (run / rundir.phase_end(k - 1)).unlink(missing_ok=True)
+    if job is not None:
+        runtime.leave()
+        if not job.primary:
+            return
     with rundir.atomic_path(run / rundir.MODEL) as tmp:
         model.save(tmp)
-    finish_run(run, model, data, recipe)
+    if job is not None:
+        # The trained model's variables span every process's devices: evaluate the saved
+        # model, on this process's own.
+        model = rundir.load(run / rundir.MODEL, what="eval")[0]
+    finish_run(run, model, data, recipe, processes)
     for k in range(len(phases)):
         (run / rundir.phase_end(k)).unlink(missing_ok=True)
 
@@ -449,7 +500,7 @@ def _set_trainable(recipe: Recipe, net: keras.Model, phase: PhaseConfig) -> int:
     return int(sum(math.prod(w.shape) for w in net.trainable_weights))
 
 
-def finish_run(run: Path, model, data, recipe: Recipe) -> dict:
+def finish_run(run: Path, model, data, recipe: Recipe, processes: int = 1) -> dict:
     """Evaluates on the eval split (the task's metrics and plots), writes metrics.json and
     curves.png."""
     metrics = tasks.get(recipe.task).evaluate(model, data, run, recipe)
@@ -460,6 +511,8 @@ def finish_run(run: Path, model, data, recipe: Recipe) -> dict:
     metrics["epochs"] = int(state.get("epochs_done", 0))
     metrics["classes"] = list(data.class_names)
     metrics["backend"] = keras.backend.backend()
+    if processes > 1:
+        metrics["processes"] = processes
     if data.skipped:
         metrics["skipped_files"] = list(data.skipped)
     rundir.write_json(run / rundir.METRICS, metrics)

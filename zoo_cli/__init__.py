@@ -500,16 +500,28 @@ def bench_data_cmd(recipe, overrides, steps, repeats, as_json):
     help="Run directory (default runs/<recipe>-<timestamp>).",
 )
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its last epoch.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Train data-parallel in N processes on this machine (Keras' distribution API on "
+    "JAX); process 0 writes the run directory.",
+)
+@click.option(
+    "--coordinator",
+    metavar="HOST:PORT",
+    help="Join a multi-process job whose process 0 listens at HOST:PORT (with --num-processes "
+    "and --process-id; or Keras' KERAS_DISTRIBUTION_* variables).",
+)
+@click.option("--num-processes", type=click.IntRange(min=1), help="Processes in the job.")
+@click.option("--process-id", type=click.IntRange(min=0), help="This process's index (0 first).")
 @_debug_option
-def train_cmd(recipe, overrides, output, resume):
+def train_cmd(recipe, overrides, output, resume, workers, coordinator, num_processes, process_id):
     """Train RECIPE (a shipped recipe name or a .toml path) and write a run directory.
 
     With --resume and --output DIR, RECIPE may be left out: the recipe saved in DIR is used.
     """
-    from zoo import rundir
+    from zoo import rundir, runtime
     from zoo.errors import ZooError
-    from zoo.recipes import load_recipe
-    from zoo.training import default_output, train
 
     if resume and not output:
         raise ZooError("--resume needs --output, the run directory to continue")
@@ -517,18 +529,114 @@ def train_cmd(recipe, overrides, output, resume):
         if not resume:
             raise ZooError("give a RECIPE name or .toml path (`zoo list recipes` shows them)")
         recipe = os.path.join(output, rundir.RECIPE)
-    recipe = load_recipe(recipe, overrides)
-    output = output or str(default_output(recipe))
-    try:
-        run = train(recipe, output=output, resume=resume)
-    except KeyboardInterrupt:
-        click.echo(
-            f"\nzoo: interrupted; continue with: zoo-train --resume --output {output}", err=True
+    joining = (coordinator, num_processes, process_id)
+    if workers is not None and any(v is not None for v in joining):
+        raise ZooError(
+            "--workers starts the processes of a job on this machine; --coordinator, "
+            "--num-processes and --process-id join one started elsewhere: use one or the other"
         )
+    if any(v is not None for v in joining):
+        if None in joining:
+            raise ZooError("--coordinator, --num-processes and --process-id go together")
+        os.environ.update(
+            {
+                runtime.ADDRESSES: coordinator,
+                runtime.PROCESSES: str(num_processes),
+                runtime.PROCESS_ID: str(process_id),
+            }
+        )
+    job = runtime.cluster() if workers is None else None
+    if job is not None:
+        runtime.join(job)  # before the recipe: loading it computes with Keras
+    from zoo.recipes import load_recipe
+    from zoo.training import default_output, train
+
+    loaded = load_recipe(recipe, overrides)
+    output = output or str(default_output(loaded))
+    if workers is not None and workers > 1:
+        sys.exit(_launch(workers, recipe, overrides, output, resume))
+    try:
+        run = train(loaded, output=output, resume=resume)
+    except KeyboardInterrupt:
+        if job is None or job.primary:
+            click.echo(
+                f"\nzoo: interrupted; continue with: zoo-train --resume --output {output}",
+                err=True,
+            )
         sys.exit(130)
+    if job is not None and not job.primary:
+        return
     metrics = json.loads((run / rundir.METRICS).read_text())
     shown = {k: v for k, v in metrics.items() if isinstance(v, float)}
     click.echo(f"zoo: finished {run}: " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items()))
+
+
+def _launch(workers: int, recipe: str, overrides, output: str, resume: bool) -> int:
+    """Starts `workers` processes of one job on this machine (process 0 prints, every one
+    trains) and waits for them; the first to fail stops the others, and its exit status is
+    the launcher's."""
+    import contextlib
+    import socket
+    import subprocess
+    import tempfile
+    import time
+
+    from zoo import runtime
+
+    with socket.socket() as s:  # a free port for process 0's coordinator
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    args = [recipe, *(x for o in overrides for x in ("--set", o)), "--output", output]
+    if resume:
+        args.append("--resume")
+    command = [sys.executable, "-c", "import zoo_cli; zoo_cli.train_main()", *args]
+    procs, logs = [], []
+    for i in range(workers):
+        env = dict(
+            os.environ,
+            KERAS_BACKEND="jax",
+            **{
+                runtime.ADDRESSES: f"localhost:{port}",
+                runtime.PROCESSES: str(workers),
+                runtime.PROCESS_ID: str(i),
+            },
+        )
+        # Process 0 speaks for the job; the others' messages are shown only if they fail.
+        log = None if i == 0 else tempfile.TemporaryFile("w+")
+        logs.append(log)
+        out = None if i == 0 else subprocess.DEVNULL
+        procs.append(subprocess.Popen(command, env=env, stdout=out, stderr=log))
+    try:
+        while any(p.poll() is None for p in procs):
+            if any(p.poll() not in (None, 0) for p in procs):
+                # A failure stops the job: process 0 has usually said why (the same error
+                # stops every process), so it gets a moment to finish saying it.
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    procs[0].wait(timeout=5)
+                break
+            time.sleep(0.2)
+    except KeyboardInterrupt:  # the terminal sent the processes the same interrupt
+        for p in procs:
+            p.wait()
+        return 130
+    finally:
+        stopped = [p for p in procs if p.poll() is None]
+        for p in stopped:
+            p.terminate()
+        for p in procs:
+            p.wait()
+    # A process killed by a signal has a negative return code: exit status 1 for it.
+    codes = [None if p in stopped else p.returncode if p.returncode >= 0 else 1 for p in procs]
+    if codes[0]:
+        return codes[0]
+    failed = next((i for i, code in enumerate(codes) if code), None)
+    if failed is None:
+        return 0
+    logs[failed].seek(0)
+    for line in logs[failed].read().strip().splitlines()[-5:]:
+        click.echo(f"zoo: process {failed}: {line}", err=True)
+    click.echo(f"zoo: process {failed} of {workers} stopped (exit {codes[failed]})", err=True)
+    return codes[failed]
 
 
 def train_main():

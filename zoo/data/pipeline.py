@@ -55,9 +55,16 @@ class Data:
     # The epoch `train` draws its order and augmentation for; set it before each epoch
     # (training's callbacks do).
     epoch: tf.Variable | None = None
+    # What fit validates on: `eval`, or in a multi-process run `eval` in whole global batches.
+    validation: tf.data.Dataset | None = None
+    # Training drops the last, partial batch (a multi-process run, whose processes each take
+    # an equal share of every batch).
+    drop_remainder: bool = False
 
     @property
     def steps_per_epoch(self) -> int:
+        if self.drop_remainder:
+            return self.train_count // self.batch_size
         return math.ceil(self.train_count / self.batch_size)
 
 
@@ -189,15 +196,33 @@ def augmenter(recipe: Recipe):
     return apply
 
 
-def build(recipe: Recipe, *, training: bool = True) -> Data:
-    """Builds the eval pipeline and, when `training`, the train pipeline of `recipe`."""
+def build(
+    recipe: Recipe, *, training: bool = True, processes: int = 1, process_id: int = 0
+) -> Data:
+    """Builds the eval pipeline and, when `training`, the train pipeline of `recipe`. With
+    `processes` > 1 (a multi-process run), training and validation are fed whole global
+    batches (the last partial one dropped), each drawn exactly as a one-process run draws it,
+    of which this process (`process_id`) keeps its equal share."""
     cfg, seed = recipe.data, recipe.runtime.seed
     task = tasks.get(recipe.task)
+    if processes > 1 and cfg.batch_size % processes:
+        raise ZooError(
+            f"recipe {recipe.name}: data.batch_size {cfg.batch_size} is the global batch, and "
+            f"each of the {processes} processes takes an equal share of it: choose a multiple "
+            f"of {processes}"
+        )
     source = load_source(cfg, task.TARGET, seed)
     if source.train.count == 0 or source.eval.count == 0:
         raise ZooError(
             f"recipe {recipe.name}: the data has {source.train.count} training and "
             f"{source.eval.count} evaluation examples; both must be non-empty"
+        )
+    drop = processes > 1
+    if drop and min(source.train.count, source.eval.count) < cfg.batch_size:
+        raise ZooError(
+            f"recipe {recipe.name}: a multi-process run trains and validates on whole batches, "
+            f"and the data has {source.train.count} training and {source.eval.count} evaluation "
+            f"examples for data.batch_size {cfg.batch_size}: lower data.batch_size"
         )
     if len(source.class_names) < 2:
         raise ZooError(
@@ -210,8 +235,8 @@ def build(recipe: Recipe, *, training: bool = True) -> Data:
     target, inputs = task.TARGET, task.INPUT
     augment = augmenter(recipe)
 
-    def batches(ds):
-        ds = ds.batch(cfg.batch_size, num_parallel_calls=AUTOTUNE)
+    def batches(ds, drop_remainder=False):
+        ds = ds.batch(cfg.batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE)
         # Masks go through the augmentation layers as float32 too (their geometric transforms
         # sample with nearest neighbours), and come out as class ids.
         ds = ds.map(
@@ -232,8 +257,16 @@ def build(recipe: Recipe, *, training: bool = True) -> Data:
         ds = _prepare(ex.dataset, cfg) if task.INPUT == "images" else ex.dataset
         return ds.cache() if cfg.cache else ds
 
-    def evaluation(ex: Examples):
-        return batches(cached(ex)).map(split, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    def share(ds, size):
+        """This process's share of each global batch; the batch count stays known."""
+        ds = ds.rebatch(cfg.batch_size // processes).shard(processes, process_id)
+        return ds.apply(tf.data.experimental.assert_cardinality(size))
+
+    def evaluation(ex: Examples, drop_remainder=False):
+        ds = batches(cached(ex), drop_remainder)
+        if drop_remainder:
+            ds = share(ds, ex.count // cfg.batch_size)
+        return ds.map(split, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
     def train_pipeline(ex: Examples, epoch: tf.Variable):
         """Epoch k's order, crops and augmentation are drawn from (seed, k): the same in
@@ -241,7 +274,7 @@ def build(recipe: Recipe, *, training: bool = True) -> Data:
         is read when its iteration starts (fit sets it just before); positions count from 0
         in each epoch, as every epoch iterates the dataset anew."""
         examples = cached(ex)
-        size = batches(examples).cardinality()
+        size = batches(examples, drop).cardinality()
 
         def key(*data):
             return _fold(tf.constant([seed, 0], tf.int64), epoch.read_value(), *data)
@@ -261,7 +294,7 @@ def build(recipe: Recipe, *, training: bool = True) -> Data:
         if cfg.crop_size:
             crop = _cropper(cfg)
             ds = ds.enumerate().map(lambda i, e: crop(e, key(1, i)), num_parallel_calls=AUTOTUNE)
-        ds = batches(ds)
+        ds = batches(ds, drop)
         if augment is not None:
             # Not converted by AutoGraph (plain Python already), so that an augmentation
             # layer's ZooError reaches the user as it is, not inside a StagingError.
@@ -269,14 +302,19 @@ def build(recipe: Recipe, *, training: bool = True) -> Data:
                 tf.autograph.experimental.do_not_convert(lambda i, b: augment(b, key(2, i))),
                 num_parallel_calls=AUTOTUNE,
             )
-        if size >= 0:
+        if drop:
+            ds = share(ds, size)
+        elif size >= 0:
             ds = ds.apply(tf.data.experimental.assert_cardinality(size))
         return ds.map(split, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
+    evaluated = evaluation(source.eval)
     return Data(
         train=train_pipeline(source.train, epoch) if training else None,
-        eval=evaluation(source.eval),
+        eval=evaluated,
+        validation=evaluation(source.eval, True) if drop else evaluated,
+        drop_remainder=drop,
         epoch=epoch,
         class_names=source.class_names,
         train_count=source.train.count,

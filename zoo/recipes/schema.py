@@ -474,7 +474,8 @@ class RuntimeConfig(_Strict):
             raise ValueError(
                 "'multi_worker' (TensorFlow's MultiWorkerMirroredStrategy) does not train "
                 "Keras 3 models (keras-team/keras#20585); on one machine use 'mirrored' or "
-                "'auto' (every local GPU)"
+                "'auto' (every local GPU); for several processes or machines, zoo-train "
+                "--workers N or --coordinator HOST:PORT (Keras' distribution API on JAX)"
             )
         return name
 

@@ -1,10 +1,12 @@
 """Keras backends other than TensorFlow: a run trained on JAX (tf.data feeding it) writes the
 same run directory and exports through TensorFlow with the same parity report."""
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -63,12 +65,13 @@ def test_text_recipes_say_they_need_tensorflow(monkeypatch, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-# Run by a child process on the JAX backend: each model builds, trains one step
+# Run by a child process on another backend: each model builds, trains one step
 # (model.train_on_batch, no TensorFlow API) and comes back from .keras computing the same
 # outputs. One JSON line per model.
 JAX_ROUND_TRIP = """
 import json, sys, tempfile
 import keras, numpy as np, zoo
+from zoo.losses import SegmentationLoss
 
 for name in sys.argv[1:]:
     keras.utils.set_random_seed(0)
@@ -79,8 +82,10 @@ for name in sys.argv[1:]:
     segmentation = name in zoo.list_models(task="segmentation")
     y = rng.integers(0, 5, (2, 32, 32) if segmentation else (2,))
     before = [keras.ops.convert_to_numpy(w).copy() for w in model.trainable_weights]
-    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="sparse_categorical_crossentropy",
-                  jit_compile=False)
+    # Segmentation trains with zoo's loss (Keras' sparse cross-entropy on per-pixel
+    # probabilities fails in PyTorch's backward: "grad_input must be contiguous").
+    loss = SegmentationLoss(5) if segmentation else "sparse_categorical_crossentropy"
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss=loss, jit_compile=False)
     loss = float(model.train_on_batch(x, y))
     moved = sum(not np.array_equal(b, keras.ops.convert_to_numpy(w))
                 for b, w in zip(before, model.trainable_weights))
@@ -94,12 +99,20 @@ for name in sys.argv[1:]:
 """
 
 
+# PyTorch is an optional extra (keras-zoo[torch], gigabytes of CUDA libraries from the
+# registry): its tests run where it is installed.
+needs_torch = pytest.mark.skipif(
+    importlib.util.find_spec("torch") is None, reason="PyTorch is not installed (zoo[torch])"
+)
+
+
 @pytest.mark.slow  # about 2 minutes: JAX runs the single step op by op
-def test_zoo_families_train_a_step_and_round_trip_on_jax():
+@pytest.mark.parametrize("backend", ["jax", pytest.param("torch", marks=needs_torch)])
+def test_zoo_families_train_a_step_and_round_trip(backend):
     # One of each family zoo builds itself; the keras.applications families on JAX are not
     # covered yet (eager JAX takes minutes per large net).
     names = ["lenet5", "resnet20", "resnet18", "vgg11_bn", "unet"]
-    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run(
         [sys.executable, "-c", JAX_ROUND_TRIP, *names], env=env, capture_output=True, text=True
     )
@@ -107,7 +120,69 @@ def test_zoo_families_train_a_step_and_round_trip_on_jax():
     assert done.returncode == 0, done.stderr[-3000:]
     assert [r["name"] for r in rows] == names
     for row in rows:
-        assert row["backend"] == "jax" and np.isfinite(row["loss"]), row
+        assert row["backend"] == backend and np.isfinite(row["loss"]), row
         # On two tiny images a unit can be dead or saturated and its weights keep still.
         assert row["moved"] >= 0.9 * row["weights"], row
         assert row["diff"] <= 1e-5, row
+
+
+@pytest.mark.slow
+@needs_torch
+def test_a_torch_run_trains_and_exports_through_tensorflow(tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "KERAS_BACKEND": "torch", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    args = ["lenet_digits", "--set", "fit.epochs=2", "--set", "fit.verbose=0"]
+    done = subprocess.run(
+        [str(BIN / "zoo-train"), *args, "--output", str(run)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Keras on torch, CPU, precision float32, XLA False" in done.stdout
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["backend"] == "torch" and metrics["accuracy"] > 0.8
+    # Saved with PyTorch's own Adam (keras.src.backend.torch...): loaded here without it.
+    report = zoo.export(run, format="tflite")
+    assert report["top1_agreement"] >= 0.99
+    assert zoo.evaluate(run)["accuracy"] == pytest.approx(metrics["accuracy"])
+
+
+def test_saved_models_name_keras_own_optimizer_classes(tmp_path):
+    """Keras on PyTorch saves Adam as keras.src.backend.torch.optimizers.torch_adam.Adam, which
+    TensorFlow cannot rebuild (and whose import crashes a process holding both): zoo's saved
+    files name keras.optimizers.Adam instead, with the same configuration and state."""
+    import keras
+
+    from zoo import rundir
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(inputs))
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    model.fit(np.ones((8, 4), "float32"), np.arange(8), verbose=0)
+    rundir.save_model(model, tmp_path / "plain.keras")
+    before = (tmp_path / "plain.keras").read_bytes()
+    rundir.backend_neutral(tmp_path / "plain.keras")  # nothing backend-specific: untouched
+    assert (tmp_path / "plain.keras").read_bytes() == before
+
+    torch_saved = tmp_path / "torch.keras"
+    with (
+        zipfile.ZipFile(tmp_path / "plain.keras") as source,
+        zipfile.ZipFile(torch_saved, "w") as target,
+    ):
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                optimizer = config["compile_config"]["optimizer"]
+                optimizer["module"] = "keras.src.backend.torch.optimizers.torch_adam"
+                data = json.dumps(config).encode()
+            target.writestr(item, data)
+    with pytest.raises(Exception, match="Could not deserialize class"):
+        keras.saving.load_model(torch_saved)
+    rundir.backend_neutral(torch_saved)
+    loaded = keras.saving.load_model(torch_saved)
+    assert type(loaded.optimizer) is keras.optimizers.Adam
+    assert float(loaded.optimizer.learning_rate) == pytest.approx(0.01)
+    assert int(loaded.optimizer.iterations) == 1
+    np.testing.assert_array_equal(loaded.get_weights()[0], model.get_weights()[0])

@@ -264,7 +264,7 @@ def test_backup_is_the_last_epoch_end_step(tmp_path):
     state = _State(tmp_path / "state.json", {})
     kinds = [type(c).__name__ for c in _callbacks(tmp_path, recipe, state, 0, None)]
     assert kinds[-1] == "_Backup"  # zoo's BackupAndRestore
-    assert {"CSVLogger", "ModelCheckpoint", "_State", "EarlyStopping"} < set(kinds[:-1])
+    assert {"CSVLogger", "_Checkpoint", "_State", "EarlyStopping"} < set(kinds[:-1])
 
 
 def test_a_backup_is_whole_whatever_moment_a_kill_lands_on(tmp_path, quiet):

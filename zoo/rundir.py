@@ -104,6 +104,50 @@ def load(source, *, what: str = "this", compile: bool = True):
     return model, recipe, run
 
 
+def save_model(model, path: Path) -> None:
+    """`model.save` to `path`, replacing it only once written, as a file every Keras backend
+    loads (see `backend_neutral`)."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+        backend_neutral(tmp)
+
+
+def backend_neutral(path: Path) -> None:
+    """Rewrites a .keras file's optimizer as Keras' own class where the backend saved its
+    private subclass: on PyTorch, Keras' Adam and friends are
+    keras.src.backend.torch.optimizers.torch_adam.Adam (same configuration and variables),
+    which another backend cannot rebuild and which, where PyTorch is installed beside
+    TensorFlow, crashes the loading process as it imports."""
+    import zipfile
+
+    path = Path(path)
+    with zipfile.ZipFile(path) as source:
+        config = json.loads(source.read("config.json"))
+
+        def public(node):
+            changed = False
+            if isinstance(node, dict):
+                module = node.get("module")
+                if isinstance(module, str) and module.startswith("keras.src.backend."):
+                    if ".optimizers." in module:
+                        node["module"], changed = "keras.optimizers", True
+                for value in node.values():
+                    changed = public(value) or changed
+            elif isinstance(node, list):
+                for value in node:
+                    changed = public(value) or changed
+            return changed
+
+        if not public(config):
+            return
+        with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as target:
+            for item in source.infolist():
+                data = source.read(item)
+                if item.filename == "config.json":
+                    data = json.dumps(config).encode()
+                target.writestr(item, data)
+
+
 LOCK = "zoo-train.lock"
 
 

@@ -159,7 +159,7 @@ def _callbacks(run: Path, recipe: Recipe, state: _State, phase: int, data) -> li
     out = [
         _Epoch(data),
         keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.ModelCheckpoint(
+        _Checkpoint(
             str(run / rundir.BEST),
             monitor=recipe.monitor,
             mode=mode,
@@ -177,6 +177,15 @@ def _callbacks(run: Path, recipe: Recipe, state: _State, phase: int, data) -> li
     # The backup outlives the phase (train() removes it once the phase's end is saved).
     out.append(_Backup(str(run / rundir.backup(phase)), delete_checkpoint=False))
     return out
+
+
+class _Checkpoint(keras.callbacks.ModelCheckpoint):
+    """ModelCheckpoint whose file every backend loads (rundir.backend_neutral)."""
+
+    def _save_model(self, epoch, batch, logs):
+        super()._save_model(epoch, batch, logs)
+        if os.path.isfile(self.filepath):
+            rundir.backend_neutral(Path(self.filepath))
 
 
 class _Backup(keras.callbacks.BackupAndRestore):
@@ -473,8 +482,7 @@ def _train(
         runtime.leave()
         if not job.primary:
             return
-    with rundir.atomic_path(run / rundir.MODEL) as tmp:
-        model.save(tmp)
+    rundir.save_model(model, run / rundir.MODEL)
     if job is not None:
         # The trained model's variables span every process's devices: evaluate the saved
         # model, on this process's own.

@@ -303,6 +303,53 @@ def test_bench_train_reports_speed_flops_and_mfu(tmp_path):
     assert code == 2 and err.startswith("error: give --export RUN, or a benchmark: train, data")
 
 
+def test_bench_train_peers_are_the_same_resnets():
+    import zoo
+    from zoo.bench_peers import format_peers, plain_keras_resnet
+
+    # The plain Keras peer is zoo's architecture written by hand: the same weights, counted.
+    for name in ("resnet18", "resnet50"):
+        ours = zoo.get(name, input_shape=(64, 64, 3), classes=10)
+        assert plain_keras_resnet(name, 64).count_params() == ours.count_params()
+    code, _, err = invoke("zoo", "bench", "train", "vgg11", "--peers")
+    assert code == 2
+    assert err.startswith("error: --peers compares ResNets, which plain Keras, keras-hub and timm")
+    table = format_peers(
+        {
+            "model": "resnet18",
+            "batch": 32,
+            "size": 64,
+            "steps": 10,
+            "peers": [
+                {"peer": "zoo", "backend": "tensorflow", "images_per_second": 100.0, "vs_zoo": 1},
+                {"peer": "timm", "backend": "torch", "images_per_second": 125.0, "vs_zoo": 0.8},
+                {"peer": "keras-hub", "backend": "tensorflow", "error": "No module named x"},
+            ],
+        }
+    )
+    assert table.splitlines()[2:] == [
+        "zoo        tensorflow             100.0       1.00x",
+        "timm       torch                  125.0       0.80x",
+        "keras-hub  tensorflow          not measured: No module named x",
+    ]
+
+
+@pytest.mark.slow
+def test_bench_train_peers_measures_each_peer_or_says_why_not(tmp_path):
+    out = tmp_path / "peers.json"
+    args = ["resnet18", "--size", "32", "--batch", "4", "--steps", "1", "--windows", "2"]
+    code, stdout, err = invoke("zoo", "bench", "train", *args, "--peers", "--output", str(out))
+    assert code == 0, err[-2000:]
+    rows = {r["peer"]: r for r in json.loads(out.read_text())["peers"]}
+    assert list(rows) == ["zoo", "keras", "keras-hub", "timm"]
+    for peer in ("zoo", "keras"):
+        assert len(rows[peer]["seconds"]) == 2 and rows[peer]["images_per_second"] > 0
+    assert rows["zoo"]["vs_zoo"] == 1
+    for peer in ("keras-hub", "timm"):  # optional libraries: measured, or the reason shown
+        assert "images_per_second" in rows[peer] or "keras-zoo[bench]" in rows[peer]["error"]
+    assert "interleaved" in stdout
+
+
 def test_bench_data_reports_the_pipeline_alone_and_under_training():
     code, out, err = invoke(
         "zoo", "bench", "data", "lenet_digits", "--steps", "1000", "--repeats", "2", "--json"

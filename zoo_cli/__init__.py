@@ -446,15 +446,38 @@ def bench(ctx, run_dir, repeats, as_json):
     show_default=True,
     help="Timed windows (the median is reported), after 3 warm-up steps.",
 )
+@click.option(
+    "--peers",
+    is_flag=True,
+    help="Also train the same ResNet in plain Keras, keras-hub and timm (PyTorch), timed "
+    "windows interleaved, and print images/s with zoo's ratio to each.",
+)
 @click.option("--output", type=click.Path(dir_okay=False), help="Also save the result as JSON.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def bench_train(model, batch, size, steps, windows, output, as_json):
+def bench_train(model, batch, size, steps, windows, peers, output, as_json):
     """Training images/s of MODEL (a registry name) as zoo-train runs it, fed cached tensors;
     its FLOPs per image and the fraction of this machine's measured matrix-product peak (MFU).
     The backend is KERAS_BACKEND's."""
     from zoo.bench import bench_training, format_training
 
+    if peers:
+        from zoo.bench_peers import RESNETS
+
+        if model not in RESNETS:  # before minutes of measuring
+            from zoo.errors import ZooError
+
+            raise ZooError(
+                f"--peers compares ResNets, which plain Keras, keras-hub and timm all have: "
+                f"{', '.join(RESNETS)} (received {model!r})"
+            )
     row = bench_training(model, batch=batch, size=size, steps=steps, windows=windows)
+    text = format_training(row)
+    if peers:
+        from zoo.bench_peers import bench_peers, format_peers
+
+        compared = bench_peers(model, batch=batch, size=size, steps=steps, windows=windows)
+        row = {**row, "peers": compared["peers"]}
+        text += "\n\n" + format_peers(compared)
     if output:
         from pathlib import Path
 
@@ -465,7 +488,7 @@ def bench_train(model, batch, size, steps, windows, output, as_json):
             rundir.write_json(Path(output), row)
         except OSError as e:
             raise ZooError(f"cannot write --output {output}: {e.strerror}") from None
-    click.echo(json.dumps(row, indent=2) if as_json else format_training(row))
+    click.echo(json.dumps(row, indent=2) if as_json else text)
 
 
 @bench.command("data", cls=_Command)

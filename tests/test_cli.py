@@ -124,7 +124,11 @@ def test_list_info_show():
         (["zoo", "eval", "/no/such/run"], "is not a finished zoo run"),
         # The command line itself: one line too, with where to look.
         (["zoo", "export", "r"], "Missing option '--format'. Choose from: savedmodel, tflite"),
-        (["zoo-train", "lenet_digits", "--epochs", "3"], "No such option '--epochs'."),
+        (
+            ["zoo-train", "lenet_digits", "--epochs", "3"],
+            "No such option '--epochs'; the recipe's fit.epochs is set with --set fit.epochs=",
+        ),
+        (["zoo-train", "lenet_digits", "--epoch", "3"], "No such option '--epoch'."),
         (["zoo", "predict", "r", "a.png", "-k", "0"], "`zoo predict --help` shows the usage"),
         (["zoo", "trian"], "No such command 'trian'"),
     ],

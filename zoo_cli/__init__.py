@@ -32,6 +32,12 @@ class _OneLine:
         except click.UsageError as e:
             path = e.ctx.command_path if e.ctx is not None else (prog_name or self.name)
             message = " ".join(e.format_message().split())
+            key = _recipe_key(e)
+            if key is not None:  # `--epochs 3` meant as a recipe setting
+                message = (
+                    f"No such option '{e.option_name}'; the recipe's {key} is set with "
+                    f"--set {key}=VALUE."
+                )
             click.echo(f"error: {message} (`{path} --help` shows the usage)", err=True)
             sys.exit(2)
         except click.ClickException as e:
@@ -41,6 +47,22 @@ class _OneLine:
             click.echo("Aborted!", err=True)
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def _recipe_key(error: click.UsageError) -> str | None:
+    """The recipe key ("fit.epochs") an unknown option of a command with --set names."""
+    if not isinstance(error, click.NoSuchOption) or error.ctx is None:
+        return None
+    if not any(p.name == "overrides" for p in error.ctx.command.params):
+        return None
+    from zoo.recipes.schema import Recipe
+
+    name = error.option_name.lstrip("-").replace("-", "_")
+    for section, field in Recipe.model_fields.items():
+        fields = getattr(field.annotation, "model_fields", {})
+        if name in fields:
+            return f"{section}.{name}"
+    return None
 
 
 class _Group(_OneLine, click.Group):

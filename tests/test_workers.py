@@ -1,6 +1,7 @@
 """Multi-process data-parallel training (`zoo-train --workers N`, `--coordinator`): Keras'
 distribution API on JAX's multi-process runtime. Processes on localhost talk through gloo."""
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -107,7 +108,7 @@ def test_a_killed_two_process_run_resumes_to_the_uninterrupted_weights(tmp_path)
     assert [row.split(",")[0] for row in history[1:]] == ["0", "1", "2"]
 
 
-def test_workers_and_joining_flags_are_one_or_the_other(tmp_path):
+def test_workers_and_joining_flags_are_one_or_the_other(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     import zoo_cli
@@ -127,6 +128,12 @@ def test_workers_and_joining_flags_are_one_or_the_other(tmp_path):
     code, err = invoke("--coordinator", "h:1", "--output", str(tmp_path / "r"))
     assert code == 2 and "go together" in err
     assert not (tmp_path / "r").exists() and runtime.PROCESSES not in os.environ
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "jax" else real(name, *a)
+    )
+    code, err = invoke("--workers", "2", "--output", str(tmp_path / "r"))
+    assert code == 2 and "JAX is not installed: pip install 'keras-zoo[jax]'" in err
 
 
 def test_a_multi_process_run_needs_the_jax_backend_and_a_named_output(monkeypatch, tmp_path):

@@ -580,6 +580,14 @@ def train_cmd(recipe, overrides, output, resume, workers, coordinator, num_proce
             "--workers starts the processes of a job on this machine; --coordinator, "
             "--num-processes and --process-id join one started elsewhere: use one or the other"
         )
+    if (workers or 1) > 1 or any(v is not None for v in joining):
+        import importlib.util
+
+        if importlib.util.find_spec("jax") is None:
+            raise ZooError(
+                "multi-process training runs on Keras' JAX backend, and JAX is not installed: "
+                "pip install 'keras-zoo[jax]'"
+            )
     if any(v is not None for v in joining):
         if None in joining:
             raise ZooError("--coordinator, --num-processes and --process-id go together")

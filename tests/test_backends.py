@@ -20,9 +20,9 @@ from zoo.recipes.schema import RuntimeConfig
 BIN = Path(sys.executable).parent
 
 
-def test_a_jax_run_trains_and_exports_through_tensorflow(tmp_path):
-    run = tmp_path / "run"
-    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
+def _train_digits(backend: str, run: Path):
+    """zoo-train lenet_digits for 2 epochs on `backend`, in a child process."""
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
     args = ["lenet_digits", "--set", "fit.epochs=2", "--set", "fit.verbose=0"]
     done = subprocess.run(
         [str(BIN / "zoo-train"), *args, "--output", str(run)],
@@ -31,6 +31,12 @@ def test_a_jax_run_trains_and_exports_through_tensorflow(tmp_path):
         text=True,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+def test_a_jax_run_trains_and_exports_through_tensorflow(tmp_path):
+    run = tmp_path / "run"
+    done = _train_digits("jax", run)
     assert "Keras on jax, CPU, precision float32, XLA True" in done.stdout
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["backend"] == "jax" and metrics["epochs"] == 2
@@ -130,15 +136,7 @@ def test_zoo_families_train_a_step_and_round_trip(backend):
 @needs_torch
 def test_a_torch_run_trains_and_exports_through_tensorflow(tmp_path):
     run = tmp_path / "run"
-    env = {**os.environ, "KERAS_BACKEND": "torch", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    args = ["lenet_digits", "--set", "fit.epochs=2", "--set", "fit.verbose=0"]
-    done = subprocess.run(
-        [str(BIN / "zoo-train"), *args, "--output", str(run)],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = _train_digits("torch", run)
     assert "Keras on torch, CPU, precision float32, XLA False" in done.stdout
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["backend"] == "torch" and metrics["accuracy"] > 0.8

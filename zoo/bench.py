@@ -145,6 +145,27 @@ def forward_flops(model) -> int | None:
     return int(info.total_float_ops)
 
 
+def compiled_for_training(name: str, size: int, classes: int):
+    """(model, policy): registry model `name` on size x size RGB, built and compiled as
+    zoo-train would on this device (its precision, loss scaling and XLA policy), with SGD
+    with momentum and sparse cross-entropy."""
+    import keras
+
+    from zoo import registry, runtime
+    from zoo.recipes.schema import RuntimeConfig
+    from zoo.training import _dtype_policy, loss_scaled
+
+    policy = runtime.policy(RuntimeConfig())
+    with _dtype_policy(policy.precision):
+        model = registry.get(name, input_shape=(size, size, 3), classes=classes)
+    model.compile(
+        optimizer=loss_scaled(model, keras.optimizers.SGD(0.01, momentum=0.9)),
+        loss="sparse_categorical_crossentropy",
+        jit_compile=policy.jit_compile,
+    )
+    return model, policy
+
+
 def bench_training(
     name: str,
     *,
@@ -172,20 +193,11 @@ def bench_training(
     import keras
     import tensorflow as tf
 
-    from zoo import registry, runtime
-    from zoo.recipes.schema import RuntimeConfig
-    from zoo.training import _dtype_policy, loss_scaled
+    from zoo import runtime
 
     check_counts(batch=batch, size=size, steps=steps, windows=windows, warmup=warmup)
-    policy = runtime.policy(RuntimeConfig())
     runtime.seed_everything(0)
-    with _dtype_policy(policy.precision):
-        model = registry.get(name, input_shape=(size, size, 3), classes=classes)
-    model.compile(
-        optimizer=loss_scaled(model, keras.optimizers.SGD(0.01, momentum=0.9)),
-        loss="sparse_categorical_crossentropy",
-        jit_compile=policy.jit_compile,
-    )
+    model, policy = compiled_for_training(name, size, classes)
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")
     y = rng.integers(0, classes, batch)

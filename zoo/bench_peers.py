@@ -30,6 +30,17 @@ CLASSES = 10
 WARMUP = 3
 
 
+def check_model(name: str) -> None:
+    """Refuses a model the peers do not all have (before minutes of measuring)."""
+    from zoo.errors import ZooError
+
+    if name not in RESNETS:
+        raise ZooError(
+            f"--peers compares ResNets, which plain Keras, keras-hub and timm all have: "
+            f"{', '.join(RESNETS)} (received {name!r})"
+        )
+
+
 def plain_keras_resnet(name: str, size: int, classes: int = CLASSES):
     """ResNet (He et al. 2015) written the way a Keras user writes it from the paper:
     functional API, convolutions without bias, batch norm, ReLU, global average pooling."""
@@ -93,21 +104,19 @@ def _keras_step(peer: str, name: str, batch: int, size: int):
     import keras
     import numpy as np
 
-    from zoo import registry, runtime
-    from zoo.recipes.schema import RuntimeConfig
-    from zoo.training import _dtype_policy, loss_scaled
+    from zoo import runtime
+    from zoo.bench import compiled_for_training
 
     runtime.seed_everything(0)
-    policy = runtime.policy(RuntimeConfig())
     if peer == "zoo":
-        with _dtype_policy(policy.precision):
-            model = registry.get(name, input_shape=(size, size, 3), classes=CLASSES)
-        optimizer = loss_scaled(model, keras.optimizers.SGD(0.01, momentum=0.9))
-        jit = policy.jit_compile
+        model = compiled_for_training(name, size, CLASSES)[0]
     else:  # as their users run them: Keras' defaults (float32, jit_compile="auto")
         model = (plain_keras_resnet if peer == "keras" else keras_hub_resnet)(name, size)
-        optimizer, jit = keras.optimizers.SGD(0.01, momentum=0.9), "auto"
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", jit_compile=jit)
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+            loss="sparse_categorical_crossentropy",
+            jit_compile="auto",
+        )
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, (batch, size, size, 3)).astype("float32")
     y = rng.integers(0, CLASSES, batch)
@@ -172,11 +181,7 @@ def bench_peers(
     over the peer's."""
     from zoo.errors import ZooError
 
-    if name not in RESNETS:
-        raise ZooError(
-            f"--peers compares ResNets, which plain Keras, keras-hub and timm all have: "
-            f"{', '.join(RESNETS)} (received {name!r})"
-        )
+    check_model(name)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     procs, rows = {}, {}
     for peer in PEERS:

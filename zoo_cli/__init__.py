@@ -483,15 +483,9 @@ def bench_train(model, batch, size, steps, windows, peers, output, as_json):
     from zoo.bench import bench_training, format_training
 
     if peers:
-        from zoo.bench_peers import RESNETS
+        from zoo.bench_peers import check_model
 
-        if model not in RESNETS:  # before minutes of measuring
-            from zoo.errors import ZooError
-
-            raise ZooError(
-                f"--peers compares ResNets, which plain Keras, keras-hub and timm all have: "
-                f"{', '.join(RESNETS)} (received {model!r})"
-            )
+        check_model(model)  # before minutes of measuring zoo alone
     row = bench_training(model, batch=batch, size=size, steps=steps, windows=windows)
     text = format_training(row)
     if peers:

@@ -18,7 +18,7 @@ train: install
 	$(BIN)/zoo-train lenet_digits
 
 test: install
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow" -q --durations=25
 
 test-all: install
 	$(BIN)/python -m pytest -q

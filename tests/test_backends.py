@@ -15,15 +15,22 @@ import pytest
 import zoo
 from zoo import runtime
 from zoo.errors import ZooError
+from zoo.recipes import load_recipe
 from zoo.recipes.schema import RuntimeConfig
 
 BIN = Path(sys.executable).parent
 
 
-def _train_digits(backend: str, run: Path):
-    """zoo-train lenet_digits for 2 epochs on `backend`, in a child process."""
-    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+def _train_digits(backend: str, run: Path, by_recipe: bool = False):
+    """zoo-train lenet_digits for 2 epochs on `backend`, in a child process: named by
+    KERAS_BACKEND, or with `by_recipe` by the recipe's runtime.backend alone."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("KERAS_BACKEND", None)
     args = ["lenet_digits", "--set", "fit.epochs=2", "--set", "fit.verbose=0"]
+    if by_recipe:
+        args += ["--set", f"runtime.backend='{backend}'"]
+    else:
+        env["KERAS_BACKEND"] = backend
     done = subprocess.run(
         [str(BIN / "zoo-train"), *args, "--output", str(run)],
         env=env,
@@ -36,15 +43,70 @@ def _train_digits(backend: str, run: Path):
 
 def test_a_jax_run_trains_and_exports_through_tensorflow(tmp_path):
     run = tmp_path / "run"
-    done = _train_digits("jax", run)
+    # The recipe names the backend: zoo-train starts itself again on JAX.
+    done = _train_digits("jax", run, by_recipe=True)
     assert "Keras on jax, CPU, precision float32, XLA True" in done.stdout
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["backend"] == "jax" and metrics["epochs"] == 2
+    assert 'backend = "jax"' in (run / "recipe.toml").read_text()
     assert metrics["accuracy"] > 0.8
     # This process runs TensorFlow: the .keras file is backend-neutral.
     report = zoo.export(run, format="tflite")
     assert report["top1_agreement"] >= 0.99
     assert abs(report["export_accuracy"] - metrics["accuracy"]) < 0.01
+
+
+def test_the_recipe_backend_must_be_the_process_backend(tmp_path, monkeypatch):
+    # This process runs TensorFlow: zoo.train cannot switch, and says how to.
+    recipe = load_recipe("lenet_digits", ["runtime.backend='jax'"])
+    refused = r"runtime.backend\) but this process runs Keras on tensorflow.*KERAS_BACKEND=jax"
+    with pytest.raises(ZooError, match=refused):
+        zoo.train(recipe, output=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    auto, same = RuntimeConfig(), RuntimeConfig(backend="tensorflow")
+    assert runtime.backend_to_start(auto) is None and runtime.backend_to_start(same) is None
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    assert runtime.backend_to_start(RuntimeConfig(backend="jax")) == "jax"
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    with pytest.raises(
+        ZooError,
+        match="KERAS_BACKEND=tensorflow but the recipe sets "
+        "runtime.backend = 'jax': unset KERAS_BACKEND",
+    ):
+        runtime.backend_to_start(RuntimeConfig(backend="jax"))
+    monkeypatch.delenv("KERAS_BACKEND")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a)
+    )
+    with pytest.raises(
+        ZooError,
+        match=r"needs torch, which is not installed: pip install "
+        r"'keras-zoo\[torch\]'",
+    ):
+        runtime.backend_to_start(RuntimeConfig(backend="torch"))
+
+
+def test_the_recipe_backend_on_the_command_line(tmp_path):
+    from click.testing import CliRunner
+
+    import zoo_cli
+
+    def invoke(*args):
+        result = CliRunner().invoke(
+            zoo_cli.train_cmd, ["lenet_digits", *args], prog_name="zoo-train"
+        )
+        return result.exit_code, result.stderr.strip().splitlines()
+
+    out = ["--output", str(tmp_path / "r")]
+    code, err = invoke("--workers", "2", "--set", "runtime.backend='tensorflow'", *out)
+    assert code == 2 and err == [
+        "error: --workers trains on Keras' JAX backend, and the recipe sets runtime.backend = "
+        "'tensorflow': leave it at 'auto' or set it to 'jax'"
+    ]
+    code, err = invoke("--set", "runtime.backend='pytorch'", *out)
+    assert code == 2 and "runtime.backend" in err[0] and "'torch'" in err[0]
+    assert not (tmp_path / "r").exists()
 
 
 def test_the_policy_on_jax(monkeypatch):
@@ -57,14 +119,14 @@ def test_the_policy_on_jax(monkeypatch):
 
 
 def test_tensorflow_multi_worker_is_refused_with_the_reason():
-    from zoo.recipes import load_recipe
-
     refused = r"'multi_worker' .* does not train Keras 3 models.* --workers N"
     with pytest.raises(ZooError, match=refused):
         load_recipe("lenet_digits", ["runtime.strategy='multi_worker'"])
 
 
 def test_text_recipes_say_they_need_tensorflow(monkeypatch, tmp_path):
+    with pytest.raises(ZooError, match="TensorFlow ops: runtime.backend 'torch' cannot run"):
+        load_recipe("textcnn_sms_spam", ["runtime.backend='torch'"])
     monkeypatch.setattr(runtime.keras.backend, "backend", lambda: "jax")
     with pytest.raises(ZooError, match="text models turn strings into tokens inside the model"):
         zoo.train("textcnn_sms_spam", output=tmp_path / "run")

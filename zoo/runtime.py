@@ -73,6 +73,45 @@ def policy(cfg: RuntimeConfig) -> Policy:
     return Policy(tf.distribute.get_strategy(), precision, jit, gpus)
 
 
+# runtime.backend -> the module that backend needs, and the extra that installs it.
+BACKENDS = {"tensorflow": ("tensorflow", None), "jax": ("jax", "jax"), "torch": ("torch", "torch")}
+
+
+def check_backend(cfg: RuntimeConfig) -> None:
+    """The recipe's `runtime.backend` must be the one Keras runs in this process."""
+    wanted, running = cfg.backend, keras.backend.backend()
+    if wanted not in ("auto", running):
+        raise ZooError(
+            f"the recipe trains on Keras' {wanted} backend (runtime.backend) but this process "
+            f"runs Keras on {running}: Keras reads KERAS_BACKEND when it is first imported, so "
+            f"set KERAS_BACKEND={wanted} before importing keras (zoo-train does it itself), or "
+            "set runtime.backend to 'auto'"
+        )
+
+
+def backend_to_start(cfg: RuntimeConfig) -> str | None:
+    """The backend a new process must start Keras on for this recipe (None: this process's
+    will do). Refuses a KERAS_BACKEND set to another backend, and a backend not installed."""
+    import importlib.util
+
+    wanted, running = cfg.backend, keras.backend.backend()
+    if wanted in ("auto", running):
+        return None
+    chosen = os.environ.get("KERAS_BACKEND")
+    if chosen and chosen != wanted:
+        raise ZooError(
+            f"KERAS_BACKEND={chosen} but the recipe sets runtime.backend = {wanted!r}: unset "
+            f"KERAS_BACKEND (or set it to {wanted}), or --set runtime.backend='\"{chosen}\"'"
+        )
+    module, extra = BACKENDS[wanted]
+    if importlib.util.find_spec(module) is None:
+        raise ZooError(
+            f"runtime.backend = {wanted!r} needs {module}, which is not installed: "
+            f"pip install 'keras-zoo[{extra}]'"
+        )
+    return wanted
+
+
 def _gpus(backend: str) -> int:
     from zoo._startup import quiet_stderr
 

@@ -310,6 +310,7 @@ def train(
         runtime.join(job)
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
+    runtime.check_backend(recipe.runtime)
     backend = keras.backend.backend()
     if tasks.get(recipe.task).INPUT == "texts" and backend != "tensorflow":
         raise ZooError(

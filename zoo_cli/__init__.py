@@ -601,7 +601,21 @@ def train_cmd(recipe, overrides, output, resume, workers, coordinator, num_proce
     loaded = load_recipe(recipe, overrides)
     output = output or str(default_output(loaded))
     if workers is not None and workers > 1:
+        if loaded.runtime.backend not in ("auto", "jax"):
+            raise ZooError(
+                "--workers trains on Keras' JAX backend, and the recipe sets runtime.backend = "
+                f"{loaded.runtime.backend!r}: leave it at 'auto' or set it to 'jax'"
+            )
         sys.exit(_launch(workers, recipe, overrides, output, resume))
+    backend = runtime.backend_to_start(loaded.runtime) if job is None else None
+    if backend is not None:
+        # Keras picks its backend once per process: this one starts again on the recipe's.
+        # (A joined process started on JAX; zoo.train checks the recipe agrees.)
+        args = _train_args(recipe, overrides, output, resume)
+        if (click.get_current_context().obj or {}).get("debug"):
+            args.append("--debug")
+        sys.stdout.flush()
+        os.execve(sys.executable, args, dict(os.environ, KERAS_BACKEND=backend))
     try:
         run = train(loaded, output=output, resume=resume)
     except KeyboardInterrupt:
@@ -616,6 +630,14 @@ def train_cmd(recipe, overrides, output, resume, workers, coordinator, num_proce
     metrics = json.loads((run / rundir.METRICS).read_text())
     shown = {k: v for k, v in metrics.items() if isinstance(v, float)}
     click.echo(f"zoo: finished {run}: " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items()))
+
+
+def _train_args(recipe: str, overrides, output: str, resume: bool) -> list[str]:
+    """The command line of a new zoo-train process training this run."""
+    args = [recipe, *(x for o in overrides for x in ("--set", o)), "--output", output]
+    if resume:
+        args.append("--resume")
+    return [sys.executable, "-c", "import zoo_cli; zoo_cli.train_main()", *args]
 
 
 def _launch(workers: int, recipe: str, overrides, output: str, resume: bool) -> int:
@@ -633,10 +655,7 @@ def _launch(workers: int, recipe: str, overrides, output: str, resume: bool) -> 
     with socket.socket() as s:  # a free port for process 0's coordinator
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
-    args = [recipe, *(x for o in overrides for x in ("--set", o)), "--output", output]
-    if resume:
-        args.append("--resume")
-    command = [sys.executable, "-c", "import zoo_cli; zoo_cli.train_main()", *args]
+    command = _train_args(recipe, overrides, output, resume)
     procs, logs = [], []
     for i in range(workers):
         env = dict(

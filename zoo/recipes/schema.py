@@ -460,7 +460,11 @@ class FitConfig(_Strict):
 
 
 class RuntimeConfig(_Strict):
+    """`backend`: the Keras backend the recipe trains on ("auto": KERAS_BACKEND's, TensorFlow
+    unless set); zoo-train starts itself on it, and zoo.train checks the process runs it."""
+
     seed: int = 42
+    backend: Literal["auto", "tensorflow", "jax", "torch"] = "auto"
     strategy: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"
     precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
     jit_compile: Literal["auto"] | bool = "auto"

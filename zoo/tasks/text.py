@@ -66,6 +66,11 @@ def check(recipe) -> None:
             "model.args.vocabulary_size comes from the vectorizer's vocabulary; set "
             "data.max_tokens instead"
         )
+    if recipe.runtime.backend not in ("auto", "tensorflow"):
+        raise ValueError(
+            "text models turn strings into tokens inside the model with TensorFlow ops: "
+            f"runtime.backend {recipe.runtime.backend!r} cannot run them; leave it out"
+        )
     if recipe.data.tokens == "character" and recipe.data.ngrams:
         raise ValueError("data.ngrams combines words; leave it out for data.tokens = 'character'")
     _classification.check(recipe)

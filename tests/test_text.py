@@ -168,6 +168,37 @@ def test_the_vectorizer_is_adapted_on_the_training_split_only(tmp_path):
     assert model.get_layer("textcnn").get_layer("embedding").input_dim == len(vocabulary)
 
 
+def test_zoo_standardization_splits_punctuation_and_zeroes_digits(tmp_path):
+    from zoo.tasks import text
+
+    train = [("ham", "see you at home/work soon") for _ in range(8)] + [
+        ("spam", "Call 09061701461 NOW!! T&C's £1.50") for _ in range(8)
+    ]
+    write_tsv(tmp_path / "train.tsv", train)
+    write_tsv(tmp_path / "test.tsv", [("ham", "home soon"), ("spam", "call 08712460324")])
+    recipe = text_recipe(
+        tmp_path, "data.sequence_length=8", "data.standardize='lower_split_punctuation_zero_digits'"
+    )
+    data = build(recipe)
+    layer = build_model(recipe, 2, data=data).get_layer("vectorize")
+    vocabulary = layer.get_vocabulary()
+    # Keras' strip would give "homework", "09061701461", "tcs", "£150".
+    assert {"home", "work", "00000000000", "t", "c", "s", "£0", "00"} <= set(vocabulary)
+    assert not any(c.isdigit() and c != "0" for token in vocabulary for c in token)
+    strings = np.array(["CALL 08712460324", "home/work"], dtype=object)
+    ids = np.asarray(layer(strings))
+    assert ids[0, :2].tolist() == [vocabulary.index("call"), vocabulary.index("00000000000")]
+    assert ids[1, :2].tolist() == [vocabulary.index("home"), vocabulary.index("work")]
+    # It travels with the model (safe mode) and with the vectorizer an export writes.
+    inputs = keras.Input(shape=(), dtype="string")
+    keras.Model(inputs, layer(inputs)).save(tmp_path / "v.keras")
+    again = keras.saving.load_model(tmp_path / "v.keras", safe_mode=True)
+    np.testing.assert_array_equal(np.asarray(again(strings)), ids)
+    settings = text.vectorizer_settings(layer)
+    (tmp_path / "vectorizer.json").write_text(json.dumps(settings))
+    np.testing.assert_array_equal(text.load_vectorizer(tmp_path / "vectorizer.json")(strings), ids)
+
+
 @pytest.mark.parametrize("name", zoo.list_models(task="text"))
 def test_every_text_model_trains_a_step_and_round_trips(name, tmp_path):
     length = 128 if name == "charcnn" else 16

@@ -103,3 +103,20 @@ class ResizeLike(keras.layers.Layer):
 
     def compute_output_shape(self, x_shape, like_shape):
         return (x_shape[0], like_shape[1], like_shape[2], x_shape[3])
+
+
+# Keras' own punctuation class for TextVectorization's "strip_punctuation".
+PUNCTUATION = r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']'
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+def split_punctuation_zero_digits(texts):
+    """TextVectorization's `standardize` for data.standardize =
+    "lower_split_punctuation_zero_digits": lower case, every punctuation mark a space (so
+    "a/b" is two words, where Keras' strip would make "ab"), every digit 0 (so numbers of one
+    length share one token: "08712460324" and "09061701461" are both "00000000000")."""
+    import tensorflow as tf
+
+    texts = tf.strings.lower(texts)
+    texts = tf.strings.regex_replace(texts, PUNCTUATION, " ")
+    return tf.strings.regex_replace(texts, "[0-9]", "0")

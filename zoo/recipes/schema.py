@@ -257,9 +257,14 @@ class DataConfig(_Strict):
     max_tokens: Annotated[int, Field(ge=3)] = 20_000
     sequence_length: PositiveInt = 100
     ngrams: Annotated[int, Field(ge=2)] | None = None
-    standardize: Literal["lower_and_strip_punctuation", "lower", "strip_punctuation", "none"] = (
-        "lower_and_strip_punctuation"
-    )
+    # "lower_split_punctuation_zero_digits" is zoo's (zoo.layers.split_punctuation_zero_digits).
+    standardize: Literal[
+        "lower_and_strip_punctuation",
+        "lower",
+        "strip_punctuation",
+        "none",
+        "lower_split_punctuation_zero_digits",
+    ] = "lower_and_strip_punctuation"
 
     @field_validator("classes")
     @classmethod

@@ -80,10 +80,16 @@ def vectorizer(recipe, data=None):
     """The recipe's TextVectorization, adapted on the training texts of `data` where given."""
     import keras
 
+    from zoo.layers import split_punctuation_zero_digits
+
     cfg = recipe.data
+    standardize = {
+        "none": None,
+        "lower_split_punctuation_zero_digits": split_punctuation_zero_digits,
+    }.get(cfg.standardize, cfg.standardize)
     layer = keras.layers.TextVectorization(
         max_tokens=cfg.max_tokens,
-        standardize=None if cfg.standardize == "none" else cfg.standardize,
+        standardize=standardize,
         split="character" if cfg.tokens == "character" else "whitespace",
         ngrams=cfg.ngrams,
         output_mode="int",
@@ -238,8 +244,12 @@ def _vectorize_layer(model):
 
 def vectorizer_settings(layer) -> dict:
     """What rebuilds `layer` outside the model: its settings and vocabulary."""
+    import keras
+
     config = layer.get_config()
     keep = ("max_tokens", "standardize", "split", "ngrams", "output_mode", "output_sequence_length")
+    if callable(config["standardize"]):  # zoo's own, registered: by its serialized name
+        config["standardize"] = keras.saving.serialize_keras_object(config["standardize"])
     return {
         **{k: config[k] for k in keep},
         "vocabulary": [str(t) for t in layer.get_vocabulary()],
@@ -253,6 +263,10 @@ def load_vectorizer(path: Path):
     try:
         settings = json.loads(Path(path).read_text(encoding="utf-8"))
         vocabulary = settings.pop("vocabulary")
+        if isinstance(settings.get("standardize"), dict):
+            import zoo.layers  # noqa: F401  (registers zoo's standardization)
+
+            settings["standardize"] = keras.saving.deserialize_keras_object(settings["standardize"])
         layer = keras.layers.TextVectorization(**settings)
         # The padding "" and OOV tokens are the layer's own; the rest is the vocabulary.
         layer.set_vocabulary(vocabulary[2:])

@@ -135,25 +135,45 @@ def test_text_recipes_say_they_need_tensorflow(monkeypatch, tmp_path):
 
 # Run by a child process on another backend: each model builds, trains one step
 # (model.train_on_batch, no TensorFlow API) and comes back from .keras computing the same
-# outputs. One JSON line per model.
+# outputs. A name is a registered model, or a head over a backbone ("fpn", "embedding"). One
+# JSON line per model.
 JAX_ROUND_TRIP = """
 import json, sys, tempfile
 import keras, numpy as np, zoo
 from zoo.losses import SegmentationLoss
 
+SEGMENTATION_HEADS = {"unet_head": zoo.heads.unet, "fpn": zoo.heads.fpn,
+                      "deeplabv3plus": zoo.heads.deeplabv3plus}
+
+def build(name):
+    # (model, input shape, its target's shape)
+    if name in SEGMENTATION_HEADS:
+        backbone = zoo.backbone("mobilenet_v2", input_shape=(64, 64, 3), weights="none")
+        return SEGMENTATION_HEADS[name](backbone, 5), (64, 64, 3), (64, 64)
+    if name == "embedding":
+        backbone = zoo.backbone("resnet20", input_shape=(32, 32, 3))
+        return zoo.heads.embedding(backbone, 16), (32, 32, 3), (16,)
+    shape = (32, 32, 3) if name != "lenet5" else (28, 28, 1)
+    segmentation = name in zoo.list_models(task="segmentation")
+    return zoo.get(name, input_shape=shape, classes=5), shape, (32, 32) if segmentation else ()
+
 for name in sys.argv[1:]:
     keras.utils.set_random_seed(0)
-    shape = (32, 32, 3) if name != "lenet5" else (28, 28, 1)
-    model = zoo.get(name, input_shape=shape, classes=5)
+    model, shape, target = build(name)
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, (2, *shape)).astype("float32")  # zoo's nets take scaled pixels
-    segmentation = name in zoo.list_models(task="segmentation")
-    y = rng.integers(0, 5, (2, 32, 32) if segmentation else (2,))
+    if name == "embedding":
+        y, loss = rng.normal(size=(2, *target)).astype("float32"), "mse"
+    else:
+        y = rng.integers(0, 5, (2, *target))
+        # Segmentation trains with zoo's loss (Keras' sparse cross-entropy on per-pixel
+        # probabilities fails in PyTorch's backward: "grad_input must be contiguous").
+        loss = SegmentationLoss(5) if target else "sparse_categorical_crossentropy"
     before = [keras.ops.convert_to_numpy(w).copy() for w in model.trainable_weights]
-    # Segmentation trains with zoo's loss (Keras' sparse cross-entropy on per-pixel
-    # probabilities fails in PyTorch's backward: "grad_input must be contiguous").
-    loss = SegmentationLoss(5) if segmentation else "sparse_categorical_crossentropy"
-    model.compile(optimizer=keras.optimizers.SGD(0.01), loss=loss, jit_compile=False)
+    # Adam: a step of at most its learning rate per weight. (SGD's first step on two
+    # images blows up the batch norms of deep nets whose last maps are 1x1.)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss,
+                  jit_compile=keras.backend.backend() == "jax")
     loss = float(model.train_on_batch(x, y))
     moved = sum(not np.array_equal(b, keras.ops.convert_to_numpy(w))
                 for b, w in zip(before, model.trainable_weights))
@@ -163,6 +183,7 @@ for name in sys.argv[1:]:
     again = keras.ops.convert_to_numpy(keras.saving.load_model(path).predict_on_batch(x))
     print(json.dumps({"name": name, "backend": keras.backend.backend(), "loss": loss,
                       "moved": moved, "weights": len(before), "shape": list(out.shape),
+                      "finite": bool(np.isfinite(out).all()),
                       "diff": float(np.abs(out - again).max())}), flush=True)
 """
 
@@ -174,12 +195,56 @@ needs_torch = pytest.mark.skipif(
 )
 
 
-@pytest.mark.slow  # about 2 minutes: JAX runs the single step op by op
+# One of each family zoo builds itself; one of each keras.applications family; every head
+# (the segmentation heads over mobilenet_v2, the embedding head over resnet20). Text models
+# vectorize with TensorFlow ops and train on TensorFlow only.
+FAMILIES = {
+    "zoo": ["lenet5", "resnet20", "resnet18", "vgg11_bn", "unet"],
+    "keras.applications": [
+        "mobilenet_v3_small",
+        "efficientnet_b0",
+        "efficientnet_v2_b0",
+        "densenet121",
+        "convnext_tiny",
+        "keras_resnet50",
+        "resnet50_v2",
+        "keras_vgg16",
+    ],
+    "heads": ["unet_head", "fpn", "deeplabv3plus", "embedding"],
+}
+
+
+@pytest.mark.slow  # about a minute
+def test_mixed_precision_on_jax():
+    """The TensorFlow tests of mixed precision, run by pytest on JAX: float16 and bfloat16
+    compute with float32 outputs, and float16's loss-scaled optimizer still updates on
+    gradients below float16's range."""
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    tests = Path(__file__).parent / "test_training.py"
+    names = "mixed_precision_model_keeps_float32_outputs or mixed_float16_scales_the_loss"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests), "-k", names],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "5 passed" in done.stdout, done.stdout[-1000:]
+
+
+def test_the_round_trip_covers_every_family_of_image_models():
+    from zoo import registry
+
+    covered = {registry.info(n)["family"] for n in FAMILIES["zoo"] + FAMILIES["keras.applications"]}
+    text = {registry.info(n)["family"] for n in zoo.list_models(task="text")}
+    assert covered == {spec.family for spec in registry.specs()} - text
+
+
+@pytest.mark.slow  # JAX compiles each net: about 8 minutes for the three groups here
+@pytest.mark.parametrize("group", list(FAMILIES))
 @pytest.mark.parametrize("backend", ["jax", pytest.param("torch", marks=needs_torch)])
-def test_zoo_families_train_a_step_and_round_trip(backend):
-    # One of each family zoo builds itself; the keras.applications families on JAX are not
-    # covered yet (eager JAX takes minutes per large net).
-    names = ["lenet5", "resnet20", "resnet18", "vgg11_bn", "unet"]
+def test_families_and_heads_train_a_step_and_round_trip(backend, group):
+    names = FAMILIES[group]
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run(
         [sys.executable, "-c", JAX_ROUND_TRIP, *names], env=env, capture_output=True, text=True
@@ -188,7 +253,7 @@ def test_zoo_families_train_a_step_and_round_trip(backend):
     assert done.returncode == 0, done.stderr[-3000:]
     assert [r["name"] for r in rows] == names
     for row in rows:
-        assert row["backend"] == backend and np.isfinite(row["loss"]), row
+        assert row["backend"] == backend and np.isfinite(row["loss"]) and row["finite"], row
         # On two tiny images a unit can be dead or saturated and its weights keep still.
         assert row["moved"] >= 0.9 * row["weights"], row
         assert row["diff"] <= 1e-5, row

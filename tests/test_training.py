@@ -219,22 +219,24 @@ def test_device_policy_on_cpu_and_overrides():
     assert (forced.precision, forced.jit_compile) == ("mixed_bfloat16", True)
 
 
-def test_mixed_precision_model_keeps_float32_outputs():
+@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_model_keeps_float32_outputs(precision):
     from zoo.training import build_model
 
     before = keras.config.dtype_policy().name
-    model = build_model(load_recipe("resnet20_cifar10"), classes=10, precision="mixed_float16")
+    model = build_model(load_recipe("resnet20_cifar10"), classes=10, precision=precision)
     assert keras.config.dtype_policy().name == before  # no global state left behind
-    assert model.get_layer("resnet20").get_layer("conv1_conv").compute_dtype == "float16"
+    compute = precision.removeprefix("mixed_")
+    assert model.get_layer("resnet20").get_layer("conv1_conv").compute_dtype == compute
     assert model.output.dtype == "float32"
     out = keras.ops.convert_to_numpy(model(np.zeros((2, 32, 32, 3), "float32")))
     np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-3)
 
 
-@pytest.mark.parametrize("precision", ["mixed_float16", "float32"])
+@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16", "float32"])
 def test_mixed_float16_scales_the_loss_so_small_gradients_still_update(precision):
     """A loss a million times smaller has gradients below float16's smallest number: only a
-    loss-scaled optimizer still moves the weights."""
+    loss-scaled optimizer still moves the weights. bfloat16 has float32's range: no scaling."""
     from zoo.training import build_model, compile_model
 
     recipe = load_recipe("lenet_digits")

@@ -145,17 +145,17 @@ def forward_flops(model) -> int | None:
     return int(info.total_float_ops)
 
 
-def compiled_for_training(name: str, size: int, classes: int):
+def compiled_for_training(name: str, size: int, classes: int, precision: str = "auto"):
     """(model, policy): registry model `name` on size x size RGB, built and compiled as
-    zoo-train would on this device (its precision, loss scaling and XLA policy), with SGD
-    with momentum and sparse cross-entropy."""
+    zoo-train would on this device (its precision, loss scaling and XLA policy; `precision`
+    as a recipe's runtime.precision), with SGD with momentum and sparse cross-entropy."""
     import keras
 
     from zoo import registry, runtime
     from zoo.recipes.schema import RuntimeConfig
     from zoo.training import _dtype_policy, loss_scaled
 
-    policy = runtime.policy(RuntimeConfig())
+    policy = runtime.policy(RuntimeConfig(precision=precision))
     with _dtype_policy(policy.precision):
         model = registry.get(name, input_shape=(size, size, 3), classes=classes)
     model.compile(
@@ -175,9 +175,11 @@ def bench_training(
     steps: int = 10,
     windows: int = 5,
     warmup: int = 3,
+    precision: str = "auto",
 ) -> dict:
     """Training images/s of registry model `name` as zoo-train runs it on this machine (its
-    precision and XLA policy, SGD with momentum, `model.fit`), fed cached tensors so that the
+    precision and XLA policy, or `precision` as a recipe's runtime.precision; SGD with
+    momentum, `model.fit`), fed cached tensors so that the
     input pipeline is not measured: the median of `windows` timed windows of `steps` steps after
     `warmup` steps. With the forward FLOPs per image, the training FLOPs (3x forward: the
     forward pass and two products per layer backward) and MFU, the fraction of the measured
@@ -197,7 +199,7 @@ def bench_training(
 
     check_counts(batch=batch, size=size, steps=steps, windows=windows, warmup=warmup)
     runtime.seed_everything(0)
-    model, policy = compiled_for_training(name, size, classes)
+    model, policy = compiled_for_training(name, size, classes, precision)
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")
     y = rng.integers(0, classes, batch)

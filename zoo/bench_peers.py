@@ -97,10 +97,10 @@ def keras_hub_resnet(name: str, size: int, classes: int = CLASSES):
     return keras.Model(inputs, keras.layers.Dense(classes, activation="softmax")(x))
 
 
-def _keras_step(peer: str, name: str, batch: int, size: int):
+def _keras_step(peer: str, name: str, batch: int, size: int, precision: str = "auto"):
     """One synchronous training step of a Keras peer: SGD with momentum and sparse
-    cross-entropy, compiled as zoo-train compiles (its precision and XLA policy on this
-    device)."""
+    cross-entropy; zoo's compiled as zoo-train compiles (its precision and XLA policy on this
+    device, or `precision`)."""
     import keras
     import numpy as np
 
@@ -109,7 +109,7 @@ def _keras_step(peer: str, name: str, batch: int, size: int):
 
     runtime.seed_everything(0)
     if peer == "zoo":
-        model = compiled_for_training(name, size, CLASSES)[0]
+        model = compiled_for_training(name, size, CLASSES, precision)[0]
     else:  # as their users run them: Keras' defaults (float32, jit_compile="auto")
         model = (plain_keras_resnet if peer == "keras" else keras_hub_resnet)(name, size)
         model.compile(
@@ -147,8 +147,11 @@ def _timm_step(name: str, batch: int, size: int):
     return step
 
 
-def _serve(peer: str, name: str, batch: int, size: int) -> None:
-    step = _timm_step(name, batch, size) if peer == "timm" else _keras_step(peer, name, batch, size)
+def _serve(peer: str, name: str, batch: int, size: int, precision: str) -> None:
+    if peer == "timm":
+        step = _timm_step(name, batch, size)
+    else:
+        step = _keras_step(peer, name, batch, size, precision)
     for _ in range(WARMUP):
         step()
     print("ready", flush=True)
@@ -173,12 +176,18 @@ def _backend(peer: str) -> str:
 
 
 def bench_peers(
-    name: str, *, batch: int = 32, size: int = 64, steps: int = 10, windows: int = 5
+    name: str,
+    *,
+    batch: int = 32,
+    size: int = 64,
+    steps: int = 10,
+    windows: int = 5,
+    precision: str = "auto",
 ) -> dict:
     """Training images/s of zoo's `name` and of its peers, measured together: every peer's
     process starts and warms up, then round after round each runs one window of `steps`
     steps in turn. The median window of each gives its images/s; `vs_zoo` is zoo's images/s
-    over the peer's."""
+    over the peer's. `precision` is zoo's (the peers run as their users run them)."""
     from zoo.errors import ZooError
 
     check_model(name)
@@ -186,7 +195,7 @@ def bench_peers(
     procs, rows = {}, {}
     for peer in PEERS:
         procs[peer] = subprocess.Popen(
-            [sys.executable, "-c", _RUN, __file__, peer, name, str(batch), str(size)],
+            [sys.executable, "-c", _RUN, __file__, peer, name, str(batch), str(size), precision],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -248,4 +257,4 @@ def format_peers(result: dict) -> str:
 
 
 if __name__ == "__main__":
-    _serve(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    _serve(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])

@@ -474,9 +474,17 @@ def bench(ctx, run_dir, repeats, as_json):
     help="Also train the same ResNet in plain Keras, keras-hub and timm (PyTorch), timed "
     "windows interleaved, and print images/s with zoo's ratio to each.",
 )
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "float32", "mixed_float16", "mixed_bfloat16"]),
+    default="auto",
+    show_default=True,
+    help="zoo's precision, as a recipe's runtime.precision (auto: zoo-train's choice for "
+    "this device).",
+)
 @click.option("--output", type=click.Path(dir_okay=False), help="Also save the result as JSON.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def bench_train(model, batch, size, steps, windows, peers, output, as_json):
+def bench_train(model, batch, size, steps, windows, peers, precision, output, as_json):
     """Training images/s of MODEL (a registry name) as zoo-train runs it, fed cached tensors;
     its FLOPs per image and the fraction of this machine's measured matrix-product peak (MFU).
     The backend is KERAS_BACKEND's."""
@@ -486,12 +494,13 @@ def bench_train(model, batch, size, steps, windows, peers, output, as_json):
         from zoo.bench_peers import check_model
 
         check_model(model)  # before minutes of measuring zoo alone
-    row = bench_training(model, batch=batch, size=size, steps=steps, windows=windows)
+    sizes = {"batch": batch, "size": size, "steps": steps, "windows": windows}
+    row = bench_training(model, precision=precision, **sizes)
     text = format_training(row)
     if peers:
         from zoo.bench_peers import bench_peers, format_peers
 
-        compared = bench_peers(model, batch=batch, size=size, steps=steps, windows=windows)
+        compared = bench_peers(model, precision=precision, **sizes)
         row = {**row, "peers": compared["peers"]}
         text += "\n\n" + format_peers(compared)
     if output:

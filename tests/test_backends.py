@@ -241,7 +241,7 @@ def test_the_round_trip_covers_every_family_of_image_models():
     assert covered == set(family.values()) - text
 
 
-@pytest.mark.slow  # JAX compiles each net: about 8 minutes for the three groups here
+@pytest.mark.slow  # JAX compiles each net: 12 minutes for the three groups here (busy CPU)
 @pytest.mark.parametrize("group", list(FAMILIES))
 @pytest.mark.parametrize("backend", ["jax", pytest.param("torch", marks=needs_torch)])
 def test_families_and_heads_train_a_step_and_round_trip(backend, group):

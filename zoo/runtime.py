@@ -73,10 +73,6 @@ def policy(cfg: RuntimeConfig) -> Policy:
     return Policy(tf.distribute.get_strategy(), precision, jit, gpus)
 
 
-# runtime.backend -> the module that backend needs, and the extra that installs it.
-BACKENDS = {"tensorflow": ("tensorflow", None), "jax": ("jax", "jax"), "torch": ("torch", "torch")}
-
-
 def check_backend(cfg: RuntimeConfig) -> None:
     """The recipe's `runtime.backend` must be the one Keras runs in this process."""
     wanted, running = cfg.backend, keras.backend.backend()
@@ -103,11 +99,11 @@ def backend_to_start(cfg: RuntimeConfig) -> str | None:
             f"KERAS_BACKEND={chosen} but the recipe sets runtime.backend = {wanted!r}: unset "
             f"KERAS_BACKEND (or set it to {wanted}), or --set runtime.backend='\"{chosen}\"'"
         )
-    module, extra = BACKENDS[wanted]
-    if importlib.util.find_spec(module) is None:
+    # TensorFlow is a dependency; JAX and PyTorch come with the extra of their module's name.
+    if importlib.util.find_spec(wanted) is None:
         raise ZooError(
-            f"runtime.backend = {wanted!r} needs {module}, which is not installed: "
-            f"pip install 'keras-zoo[{extra}]'"
+            f"runtime.backend = {wanted!r} needs {wanted}, which is not installed: "
+            f"pip install 'keras-zoo[{wanted}]'"
         )
     return wanted
 

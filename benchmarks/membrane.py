@@ -9,7 +9,7 @@ the same way: mean IoU of the two classes (membrane, cell) on the held-out pairs
 originals with data.image_size=[512, 512]).
 Prints seconds and mean IoU of each and their ratios.
 
-    python benchmarks/membrane.py DIR [--recipe unet_membrane_crops] [--set key=value ...]
+    python benchmarks/membrane.py DIR [--recipe unet_membrane_256] [--set key=value ...]
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ def write_pairs(root, count, size=(32, 32), values=(0, 255), seed=0, image_forma
 
 def seg_recipe(path, *overrides):
     return load_recipe(
-        "unet_membrane",
+        "unet_membrane_256",
         [
             f"data.path='{path}'",
             "data.images_dir='images'",
@@ -225,7 +225,7 @@ def test_crop_trained_unet_keeps_whole_image_input(tmp_path):
 )
 def test_crop_size_errors(override, message):
     with pytest.raises(ZooError, match=message):
-        load_recipe("unet_membrane", [override])
+        load_recipe("unet_membrane_256", [override])
     with pytest.raises(ZooError, match="fully convolutional registered model"):
         load_recipe("unet_resnet34_membrane", ["data.crop_size=[128, 128]"])
     with pytest.raises(ZooError, match="is for task 'segmentation'"):
@@ -252,7 +252,7 @@ def test_layers_that_cannot_move_masks_are_refused(tmp_path, layer):
 )
 def test_recipe_errors(override, message):
     with pytest.raises(ZooError, match=message):
-        load_recipe("unet_membrane", [override])
+        load_recipe("unet_membrane_256", [override])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,7 +312,7 @@ def test_decoder_is_the_head_of_fine_tuning_phases():
     from zoo.training import _set_trainable, build_model
 
     recipe = load_recipe(
-        "unet_membrane",
+        "unet_membrane_256",
         [
             "model={backbone='mobilenet_v2', head={decoder='deeplabv3plus'}}",
             "data.channels=3",
@@ -394,7 +394,7 @@ def membrane_run(tmp_path_factory):
     """A small U-Net trained briefly on the ISBI membranes (24 pairs, 6 held out)."""
     path = shared_data("membrane")
     recipe = load_recipe(
-        "unet_membrane",
+        "unet_membrane_256",
         [
             f"data.path='{path}'",
             "data.image_size=[128, 128]",
@@ -456,7 +456,7 @@ def test_predict_writes_masks_at_the_image_size(membrane_run, tmp_path):
 def test_deeplabv3plus_over_mobilenet_v2_trains_on_membranes_with_set_only(tmp_path):
     path = shared_data("membrane")
     recipe = load_recipe(
-        "unet_membrane",
+        "unet_membrane_256",
         [
             f"data.path='{path}'",
             "model={backbone='mobilenet_v2', head={decoder='deeplabv3plus'}}",

@@ -17,11 +17,15 @@ $(STAMP): pyproject.toml
 train: install
 	$(BIN)/zoo-train lenet_digits
 
+# Test files run in parallel processes (pytest-xdist), one per core up to 4, a file's tests in
+# one process so that its module fixtures (short training runs) are built once.
+PYTEST := $(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile
+
 test: install
-	$(BIN)/python -m pytest -m "not slow" -q --durations=25
+	$(PYTEST) -m "not slow" --durations=25
 
 test-all: install
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 # Latency and size of every export of a small trained model, beside its Keras model.
 bench: install

@@ -83,12 +83,14 @@ def _numpy(batch) -> np.ndarray:
 
 def _calibration_images(recipe, count: int, fallback: np.ndarray) -> np.ndarray:
     """`count` images of the recipe's training split, as the pipeline feeds them but without
-    augmentation; without a recipe, the parity images."""
+    augmentation and whole (a model trained on `data.crop_size` crops is exported at
+    `data.image_size`); without a recipe, the parity images."""
     if recipe is None:
         return fallback[:count]
     from zoo.data import build
 
-    data = build(recipe.model_copy(update={"augment": []}))
+    whole = recipe.data.model_copy(update={"crop_size": None})
+    data = build(recipe.model_copy(update={"augment": [], "data": whole}))
     images, total = [], 0
     for x, _ in data.train:
         images.append(_numpy(x))

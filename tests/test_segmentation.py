@@ -228,6 +228,10 @@ def test_crop_size_errors(override, message):
         load_recipe("unet_membrane_256", [override])
     with pytest.raises(ZooError, match="fully convolutional registered model"):
         load_recipe("unet_resnet34_membrane", ["data.crop_size=[128, 128]"])
+    # unet_membrane trains on crops: a decoder swapped in by --set is pointed to a recipe that
+    # does not.
+    with pytest.raises(ZooError, match="start from a recipe without it .*unet_membrane_256"):
+        load_recipe("unet_membrane", ["model={backbone='mobilenet_v2', head={decoder='fpn'}}"])
     with pytest.raises(ZooError, match="is for task 'segmentation'"):
         load_recipe("lenet_digits", ["data.crop_size=[8, 8]"])
 

@@ -129,7 +129,8 @@ def _check_crop(recipe) -> None:
         raise ValueError(
             "data.crop_size needs a fully convolutional registered model (model.name = "
             '"unet"); the decoders over a backbone train at data.image_size: leave '
-            "data.crop_size out"
+            "data.crop_size out, or start from a recipe without it (e.g. unet_membrane_256 "
+            "for the ISBI membranes)"
         )
     if crop[0] > size[0] or crop[1] > size[1]:
         raise ValueError(

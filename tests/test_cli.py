@@ -288,6 +288,18 @@ def test_ci_stops_when_the_shared_data_is_missing(tmp_path):
     ]
 
 
+def test_bench_train_precisions_are_the_recipes():
+    """The CLI lists them itself (it does not import zoo before a command runs)."""
+    import typing
+
+    import zoo_cli
+    from zoo.recipes.schema import RuntimeConfig
+
+    (option,) = [p for p in zoo_cli.bench_train.params if p.name == "precision"]
+    allowed = typing.get_args(RuntimeConfig.model_fields["precision"].annotation)
+    assert list(option.type.choices) == list(allowed)
+
+
 def test_bench_train_reports_speed_flops_and_mfu(tmp_path):
     out = tmp_path / "bench.json"
     args = ["lenet5", "--size", "32", "--batch", "8", "--steps", "2", "--windows", "3"]

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
@@ -400,3 +401,25 @@ def test_any_size_export_resizes_inside(exported, tmp_path, fmt):
     large = zoo.predict(Path(report["path"]), big, top_k=1)
     same = sum(a["top"][0]["name"] == b["top"][0]["name"] for a, b in zip(small, large))
     assert same >= 5
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_a_mixed_precision_run_exports_in_float32(tmp_path, precision):
+    # TFLite has no builtin bfloat16 kernels and ONNX Runtime no bfloat16 convolution: the
+    # export computes in float32, from the run's float32 variables.
+    overrides = ["fit.epochs=1", "fit.verbose=0", f'runtime.precision="{precision}"']
+    recipe = load_recipe("lenet_digits", overrides)
+    run = zoo.train(recipe, output=tmp_path / "run", log=lambda *a, **k: None)
+    model = keras.saving.load_model(run / "model.keras", compile=False)
+    assert model.get_layer("lenet5").get_layer("c1").dtype_policy.name == precision
+    for fmt, quantize in [("tflite", "none"), ("tflite", "int8"), ("onnx", "none")]:
+        report = export(run, format=fmt, quantize=quantize)
+        assert report["top1_agreement"] >= (0.98 if quantize == "int8" else 0.99), report
+    assert report["max_rel_diff"] < 1e-4  # ONNX against the float32 Keras model
+
+
+def test_a_float32_model_is_exported_as_it_is(trained):
+    from zoo.export import in_float32
+
+    model = keras.saving.load_model(trained / "model.keras", compile=False)
+    assert in_float32(model) is model

@@ -183,6 +183,51 @@ def runner(path: Path, fmt: str):
     return run
 
 
+def in_float32(model):
+    """`model` computing in float32: itself, or for a mixed-precision model (trained with
+    runtime.precision mixed_float16 or mixed_bfloat16, whose variables are float32 already) a
+    copy whose layers compute in float32 too. Converters need it: TFLite has no builtin
+    bfloat16 kernels and ONNX Runtime no bfloat16 convolution, and float16 or int8
+    quantization starts from a float32 graph. The copy goes through Keras' own `.keras` file
+    with the layers' dtype policies rewritten, so everything the file holds (weights,
+    vocabularies) comes along."""
+    import json
+    import tempfile
+    import zipfile
+
+    import keras
+
+    def float32(node):
+        if isinstance(node, dict):
+            config = node.get("config")
+            if node.get("class_name") == "DTypePolicy" and isinstance(config, dict):
+                if str(config.get("name", "")).startswith("mixed_"):
+                    return {**node, "config": {**config, "name": "float32"}}
+            return {
+                k: "float32" if k == "dtype" and str(v).startswith("mixed_") else float32(v)
+                for k, v in node.items()
+            }
+        if isinstance(node, list):
+            return [float32(v) for v in node]
+        return node
+
+    described = keras.saving.serialize_keras_object(model)
+    if float32(described) == described:
+        return model
+    with tempfile.TemporaryDirectory() as tmp:
+        mixed, plain = Path(tmp) / "mixed.keras", Path(tmp) / "float32.keras"
+        model.save(mixed)
+        with zipfile.ZipFile(mixed) as src:
+            rewritten = float32(json.loads(src.read("config.json")))
+            with zipfile.ZipFile(plain, "w") as dst:
+                for item in src.infolist():
+                    data = src.read(item.filename)
+                    if item.filename == "config.json":
+                        data = json.dumps(rewritten).encode()
+                    dst.writestr(item, data)
+        return keras.saving.load_model(plain, compile=False, safe_mode=True)
+
+
 def _predict(fn, images: np.ndarray, batch: int = 64) -> np.ndarray:
     return np.concatenate([fn(images[i : i + batch]) for i in range(0, len(images), batch)])
 
@@ -237,7 +282,8 @@ def export(
         raise ZooError("full integer models take int8 input; leave the input type as float32")
     if tolerance is not None and not 0 <= tolerance <= 1:
         raise ZooError(f"tolerance must be between 0 and 1 (an agreement), received {tolerance}")
-    model, recipe, run = rundir.load(source, what="export")
+    model, recipe, run = rundir.load(source, what="export", compile=False)
+    model = in_float32(model)
     task = tasks.get(recipe.task) if recipe else _task_of(model)
     if output is None and not isinstance(source, str | os.PathLike):
         raise ZooError("exporting a model object needs output=, the folder to write to")

@@ -269,3 +269,57 @@ def test_info_fields():
     assert info["input_shape"] == [32, 32, 3]
     assert "He et al. 2015" in info["paper"]
     assert info["parameters"] == GOLDEN["resnet56"]
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"center": False}, {"scale": False, "momentum": 0.9, "epsilon": 1e-5}]
+)
+def test_fused_batch_norm_trains_as_keras_batch_normalization(kwargs):
+    import tensorflow as tf
+
+    from zoo.layers import BatchNorm
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(2, 3, (4, 5, 6, 8)).astype("float32"))
+    ours, theirs = BatchNorm(**kwargs), keras.layers.BatchNormalization(**kwargs)
+    ours.build(x.shape), theirs.build(x.shape)
+    weights = [np.abs(rng.normal(size=v.shape)).astype("float32") + 0.5 for v in theirs.weights]
+    ours.set_weights(weights), theirs.set_weights(weights)
+    results = []
+    for layer in (ours, theirs):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(0.3 * y * y + y)
+        grads = tape.gradient(loss, [x, *layer.trainable_weights])
+        results.append((y, grads, layer.get_weights()))  # moving statistics updated
+    (y1, g1, w1), (y2, g2, w2) = results
+    np.testing.assert_allclose(y1, y2, atol=1e-5)
+    for a, b in zip([*g1, *w1], [*g2, *w2], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    # Inference and a 2-D input go through Keras' own layer.
+    np.testing.assert_allclose(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
+    flat = tf.reshape(x, (-1, 8))
+    fresh = BatchNorm(**kwargs)(flat, training=True)
+    np.testing.assert_allclose(
+        fresh, keras.layers.BatchNormalization(**kwargs)(flat, training=True)
+    )
+    assert keras.layers.deserialize(keras.layers.serialize(ours)).get_config() == ours.get_config()
+
+
+def test_zoo_nets_train_their_batch_norm_fused():
+    from zoo.layers import BatchNorm
+
+    for name, kwargs in [
+        ("resnet20", {"classes": 4}),
+        ("resnet18", {"classes": 4}),
+        ("vgg11_bn", {"classes": 4}),
+        ("unet", {"base_filters": 4, "batch_norm": True}),
+    ]:
+        model = zoo.get(name, input_shape=(32, 32, 3), **kwargs)
+        norms = [
+            layer
+            for layer in model._flatten_layers()
+            if isinstance(layer, keras.layers.BatchNormalization)
+        ]
+        assert norms and all(isinstance(layer, BatchNorm) for layer in norms), name

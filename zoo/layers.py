@@ -42,6 +42,47 @@ class ShortcutPad(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="zoo")
+class BatchNorm(keras.layers.BatchNormalization):
+    """Keras' BatchNormalization (same arguments, weights and results), which trains through
+    TensorFlow's fused batch-norm kernel where it can: one operation forward and one backward
+    instead of the moments, the normalization and their gradients as separate operations
+    (ResNet-18 training took about 7% less CPU time per image on TensorFlow here). That is on
+    the TensorFlow backend, for 4-D channels-last inputs without a mask, renorm or
+    synchronized statistics; elsewhere, and at inference (so in every export), it is Keras'
+    own layer."""
+
+    def call(self, inputs, training=None, mask=None):
+        if not (
+            training
+            and self.trainable
+            and mask is None
+            and not self.renorm
+            and not self.synchronized
+            and len(inputs.shape) == 4
+            and self.axis in (-1, 3)
+            and keras.backend.backend() == "tensorflow"
+        ):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        x = tf.cast(inputs, "float32")  # as Keras' layer computes under mixed precision
+        channels = x.shape[-1]
+        gamma = tf.cast(self.gamma, "float32") if self.scale else tf.ones([channels])
+        beta = tf.cast(self.beta, "float32") if self.center else tf.zeros([channels])
+        y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            x, gamma, beta, epsilon=self.epsilon, is_training=True
+        )[:3]
+        # The kernel's batch variance is the unbiased one; Keras keeps the biased in its
+        # moving variance.
+        n = tf.cast(tf.size(x) // channels, "float32")
+        variance = variance * (n - 1.0) / tf.maximum(n, 1.0)
+        momentum = self.momentum
+        self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
+        self.moving_variance.assign(self.moving_variance * momentum + variance * (1.0 - momentum))
+        return tf.cast(y, self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package="zoo")
 class ReverseChannels(keras.layers.Layer):
     """Reverses the channel axis: RGB to BGR, as the "caffe" preprocessing of keras.applications'
     ResNet (v1) and VGG weights expects."""

@@ -14,6 +14,7 @@ from keras import layers
 
 from zoo.backbones import LEVELS
 from zoo.errors import ZooError
+from zoo.layers import BatchNorm
 
 
 def _check(backbone: keras.Model, classes: int, deepest: str, what: str) -> None:
@@ -46,7 +47,7 @@ def _conv(x, filters, kernel, name, dilation=1, relu=True):
     )(x)
     # Momentum 0.9 (PyTorch's default): segmentation sets are small and batches too, and the
     # moving statistics must be usable after a few hundred steps.
-    x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
+    x = BatchNorm(momentum=0.9, name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x) if relu else x
 
 

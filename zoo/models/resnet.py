@@ -11,7 +11,7 @@ from __future__ import annotations
 from keras import layers
 
 from zoo.errors import ZooError
-from zoo.layers import ShortcutPad
+from zoo.layers import BatchNorm, ShortcutPad
 from zoo.models._common import check_top, finish, model_input, pool, predictions
 from zoo.registry import register
 
@@ -29,7 +29,7 @@ def _conv_bn(x, filters, kernel, strides, name, relu=True):
         kernel_initializer="he_normal",
         name=f"{name}_conv",
     )(x)
-    x = layers.BatchNormalization(**BN, name=f"{name}_bn")(x)
+    x = BatchNorm(**BN, name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x) if relu else x
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from keras import layers
 
 from zoo.errors import ZooError
+from zoo.layers import BatchNorm
 from zoo.models._common import finish, model_input
 from zoo.registry import register
 
@@ -35,7 +36,7 @@ def _block(x, filters, name, batch_norm):
             name=f"{name}_conv{k}",
         )(x)
         if batch_norm:
-            x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn{k}")(x)
+            x = BatchNorm(momentum=0.9, name=f"{name}_bn{k}")(x)
         x = layers.Activation("relu", name=f"{name}_relu{k}")(x)
     return x
 

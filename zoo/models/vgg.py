@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from keras import layers
 
+from zoo.layers import BatchNorm
 from zoo.models._common import check_top, finish, model_input, pool, predictions
 from zoo.registry import register
 
@@ -38,7 +39,7 @@ def _vgg(
             # that parameter counts match the reference ones.
             x = layers.Conv2D(filters, 3, padding="same", name=f"block{block}_conv{i}")(x)
             if batch_norm:
-                x = layers.BatchNormalization(name=f"block{block}_bn{i}")(x)
+                x = BatchNorm(name=f"block{block}_bn{i}")(x)
             x = layers.Activation("relu", name=f"block{block}_relu{i}")(x)
         x = layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
     if include_top:

@@ -111,6 +111,7 @@ def test_the_recipe_backend_on_the_command_line(tmp_path):
 
 def test_the_policy_on_jax(monkeypatch):
     monkeypatch.setattr(runtime.keras.backend, "backend", lambda: "jax")
+    monkeypatch.setattr(runtime, "bfloat16_units", lambda: True)  # TensorFlow's choice only
     chosen = runtime.policy(RuntimeConfig())
     assert (chosen.precision, chosen.jit_compile, chosen.gpus) == ("float32", True, 0)
     assert chosen.describe().startswith("Keras on jax, CPU")

@@ -315,10 +315,16 @@ def test_bench_train_reports_speed_flops_and_mfu(tmp_path):
     assert row["mfu"] == pytest.approx(expected) and 0 < row["mfu"] < 1
     assert f"images/s        {row['images_per_second']:.1f} (median of 3 windows" in stdout
     assert "MFU" in stdout and "matmul peak" in stdout
-    assert row["precision"] == "float32"  # zoo-train's choice on a CPU
+    # zoo-train's choice on this CPU, and the peak MFU divides by is that precision's.
+    from zoo.runtime import bfloat16_units
+
+    chosen = "mixed_bfloat16" if bfloat16_units() else "float32"
+    assert row["precision"] == chosen
+    assert row["peak_dtype"] == chosen.removeprefix("mixed_")
     code, stdout, err = invoke("zoo", "bench", "train", *args, "--precision", "mixed_bfloat16")
     assert code == 0, err[-2000:]
     assert "lenet5 training on Keras/tensorflow, batch 8, 32x32, mixed_bfloat16" in stdout
+    assert "GFLOP/s (measured, bfloat16)" in stdout
     code, _, err = invoke("zoo", "bench", "train", *args, "--precision", "half")
     assert code == 2 and "--precision" in err
     code, _, err = invoke("zoo", "bench")

@@ -418,8 +418,8 @@ def test_a_mixed_precision_run_exports_in_float32(tmp_path, precision):
     assert report["max_rel_diff"] < 1e-4  # ONNX against the float32 Keras model
 
 
-def test_a_float32_model_is_exported_as_it_is(trained):
+def test_a_float32_model_is_exported_as_it_is():
     from zoo.export import in_float32
 
-    model = keras.saving.load_model(trained / "model.keras", compile=False)
+    model = zoo.get("lenet5", input_shape=(32, 32, 1), classes=10)
     assert in_float32(model) is model

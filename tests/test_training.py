@@ -208,13 +208,17 @@ def test_schedules_derive_steps_from_the_data():
     assert set(np.round(const[5:], 6)) == {0.1}
 
 
-def test_device_policy_on_cpu_and_overrides():
+@pytest.mark.parametrize("amx, precision", [(False, "float32"), (True, "mixed_bfloat16")])
+def test_device_policy_on_cpu_and_overrides(monkeypatch, amx, precision):
+    from zoo import runtime
     from zoo.recipes.schema import RuntimeConfig
     from zoo.runtime import policy
 
+    monkeypatch.setattr(runtime, "bfloat16_units", lambda: amx)
     cpu = policy(RuntimeConfig())
-    assert (cpu.precision, cpu.jit_compile, cpu.gpus) == ("float32", False, 0)
+    assert (cpu.precision, cpu.jit_compile, cpu.gpus) == (precision, False, 0)
     assert cpu.strategy.num_replicas_in_sync == 1
+    assert policy(RuntimeConfig(precision="float32")).precision == "float32"
     forced = policy(RuntimeConfig(precision="mixed_bfloat16", jit_compile=True))
     assert (forced.precision, forced.jit_compile) == ("mixed_bfloat16", True)
 
@@ -322,3 +326,22 @@ def test_standardization_inside_the_model():
     mean, std = np.array(recipe.data.mean), np.array(recipe.data.std)
     np.testing.assert_allclose(out, (np.array([0.0, 0.5, 1.0]) - mean) / std, rtol=1e-5)
     assert not layer.weights  # constants: nothing for an exporter to turn into inputs
+
+
+def test_bfloat16_units_are_read_from_the_cpu_flags(monkeypatch, tmp_path):
+    from zoo import runtime
+
+    def cpu(flags):
+        info = tmp_path / "cpuinfo"
+        info.write_text(f"processor\t: 0\nflags\t\t: fpu sse2 {flags}\n\n")
+        real = open
+        monkeypatch.setattr(
+            "builtins.open", lambda p, *a, **k: real(info if p == "/proc/cpuinfo" else p, *a, **k)
+        )
+        return runtime.bfloat16_units()
+
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    assert cpu("avx512f avx512_bf16 amx_bf16 amx_tile") is True
+    assert cpu("avx2 avx512_bf16") is False  # bfloat16 dot products, no matrix units
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    assert cpu("amx_bf16") is False

@@ -52,14 +52,33 @@ def _strategy(name: str, gpus: int) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
+def bfloat16_units() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (Intel AMX, "amx_bf16" among
+    its flags) and TensorFlow's oneDNN kernels, which use it, are on (TF_ENABLE_ONEDNN_OPTS)."""
+    if os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").strip().lower() in ("0", "false"):
+        return False
+    try:
+        with open("/proc/cpuinfo") as info:
+            return any(line.startswith("flags") and "amx_bf16" in line.split() for line in info)
+    except OSError:  # not Linux: no way to tell here, so no
+        return False
+
+
 def policy(cfg: RuntimeConfig) -> Policy:
-    """On a GPU: mixed float16 and XLA; on CPU: float32 and no XLA (XLA made CPU convolution
-    training about 10x slower). Several GPUs: MirroredStrategy. The recipe can override each."""
+    """On a GPU: mixed float16 and XLA; on CPU: no XLA (XLA made CPU convolution training about
+    10x slower), and float32, or on TensorFlow mixed bfloat16 where the CPU has bfloat16 matrix
+    units (see `bfloat16_units`: ResNet-18 and the membrane U-Net trained 1.35x faster there,
+    to the float32 results). Several GPUs: MirroredStrategy. The recipe can override each."""
     backend = keras.backend.backend()
     gpus = _gpus(backend)
-    precision = (
-        cfg.precision if cfg.precision != "auto" else ("mixed_float16" if gpus else "float32")
-    )
+    precision = cfg.precision
+    if precision == "auto":
+        if gpus:
+            precision = "mixed_float16"
+        elif backend == "tensorflow" and bfloat16_units():
+            precision = "mixed_bfloat16"
+        else:
+            precision = "float32"
     if backend == "tensorflow":
         jit = cfg.jit_compile if cfg.jit_compile != "auto" else bool(gpus)
         return Policy(_strategy(cfg.strategy, gpus), precision, jit, gpus)

@@ -305,6 +305,11 @@ def test_fused_batch_norm_trains_as_keras_batch_normalization(kwargs):
         fresh, keras.layers.BatchNormalization(**kwargs)(flat, training=True)
     )
     assert keras.layers.deserialize(keras.layers.serialize(ours)).get_config() == ours.get_config()
+    # One value per channel (a pooled ASPP branch at batch 1): no division by n - 1 = 0.
+    single, keras_single = BatchNorm(**kwargs), keras.layers.BatchNormalization(**kwargs)
+    one = x[:1, :1, :1]
+    np.testing.assert_allclose(single(one, training=True), keras_single(one, training=True))
+    np.testing.assert_allclose(single.moving_variance, keras_single.moving_variance)
 
 
 def test_zoo_nets_train_their_batch_norm_fused():

@@ -316,9 +316,10 @@ def test_bench_train_reports_speed_flops_and_mfu(tmp_path):
     assert f"images/s        {row['images_per_second']:.1f} (median of 3 windows" in stdout
     assert "MFU" in stdout and "matmul peak" in stdout
     # zoo-train's choice on this CPU, and the peak MFU divides by is that precision's.
-    from zoo.runtime import bfloat16_units
+    from zoo.recipes.schema import RuntimeConfig
+    from zoo.runtime import policy
 
-    chosen = "mixed_bfloat16" if bfloat16_units() else "float32"
+    chosen = policy(RuntimeConfig()).precision
     assert row["precision"] == chosen
     assert row["peak_dtype"] == chosen.removeprefix("mixed_")
     code, stdout, err = invoke("zoo", "bench", "train", *args, "--precision", "mixed_bfloat16")

@@ -334,14 +334,12 @@ def test_bfloat16_units_are_read_from_the_cpu_flags(monkeypatch, tmp_path):
     def cpu(flags):
         info = tmp_path / "cpuinfo"
         info.write_text(f"processor\t: 0\nflags\t\t: fpu sse2 {flags}\n\n")
-        real = open
-        monkeypatch.setattr(
-            "builtins.open", lambda p, *a, **k: real(info if p == "/proc/cpuinfo" else p, *a, **k)
-        )
-        return runtime.bfloat16_units()
+        return runtime.bfloat16_units(str(info))
 
     monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
     assert cpu("avx512f avx512_bf16 amx_bf16 amx_tile") is True
     assert cpu("avx2 avx512_bf16") is False  # bfloat16 dot products, no matrix units
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
     assert cpu("amx_bf16") is False
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS")
+    assert runtime.bfloat16_units(str(tmp_path / "missing")) is False  # no cpuinfo: no

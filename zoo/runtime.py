@@ -52,13 +52,14 @@ def _strategy(name: str, gpus: int) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def bfloat16_units() -> bool:
+def bfloat16_units(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """Whether this CPU multiplies bfloat16 matrices in hardware (Intel AMX, "amx_bf16" among
-    its flags) and TensorFlow's oneDNN kernels, which use it, are on (TF_ENABLE_ONEDNN_OPTS)."""
+    the flags in `cpuinfo`) and TensorFlow's oneDNN kernels, which use it, are on
+    (TF_ENABLE_ONEDNN_OPTS)."""
     if os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").strip().lower() in ("0", "false"):
         return False
     try:
-        with open("/proc/cpuinfo") as info:
+        with open(cpuinfo) as info:
             return any(line.startswith("flags") and "amx_bf16" in line.split() for line in info)
     except OSError:  # not Linux: no way to tell here, so no
         return False

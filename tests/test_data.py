@@ -118,6 +118,15 @@ def test_digits_is_stratified_and_deterministic():
     assert x.shape == (1437, 32, 32, 1)
 
 
+def test_pipelines_do_not_autotune():
+    # Dropping an autotuning iterator, as fit does after every epoch, stalls for seconds.
+    data = build(recipe(batch_size=500))
+    for ds in (data.train, data.eval, data.validation):
+        assert ds.options().autotune.enabled is False
+    x, y = first_batch(data.train)
+    assert x.shape == (500, 32, 32, 1) and y.shape == (500,)
+
+
 def make_folder(root, split, classes, n, size=(20, 24), ext="png", mode="RGB"):
     for c, name in enumerate(classes):
         d = root / split / name

@@ -390,3 +390,8 @@ def test_bench_data_reports_the_pipeline_alone_and_under_training():
     rates = [row[f"{k}_images_per_second"] for k in ("cold", "warm", "fed", "cached")]
     assert all(r > 0 for r in rates)
     assert row["fed_vs_cached"] == pytest.approx(row["fed_images_per_second"] / rates[3])
+    # Two windows a side, the fastest of each counts, the medians beside.
+    assert len(row["fed_seconds"]) == len(row["cached_seconds"]) == 2
+    assert row["fed_images_per_second"] == pytest.approx(45 * 32 / min(row["fed_seconds"]))
+    fed, kept = (sum(row[f"{k}_seconds"]) / 2 for k in ("fed", "cached"))
+    assert row["median_fed_vs_cached"] == pytest.approx(kept / fed)

@@ -526,7 +526,13 @@ def bench_train(model, batch, size, steps, windows, peers, precision, output, as
     show_default=True,
     help="Training batches per timed pass (at most an epoch's).",
 )
-@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Timed windows on each side (fed, cached), interleaved; the fastest of each counts.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def bench_data_cmd(recipe, overrides, steps, repeats, as_json):
     """RECIPE's input pipeline: images/s on its own (first pass and warm), and training fed by

@@ -253,6 +253,10 @@ def build(
         y = b[target]
         return b[inputs], tf.cast(y, tf.int32) if target == MASKS else y
 
+    def finish(ds):
+        """(inputs, targets) pairs, prefetched, without autotuning (see `_untuned`)."""
+        return _untuned(ds.map(split, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE))
+
     def cached(ex: Examples):
         ds = _prepare(ex.dataset, cfg) if task.INPUT == "images" else ex.dataset
         return ds.cache() if cfg.cache else ds
@@ -266,7 +270,7 @@ def build(
         ds = batches(cached(ex), drop_remainder)
         if drop_remainder:
             ds = share(ds, ex.count // cfg.batch_size)
-        return _untuned(ds.map(split, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE))
+        return finish(ds)
 
     def train_pipeline(ex: Examples, epoch: tf.Variable):
         """Epoch k's order, crops and augmentation are drawn from (seed, k): the same in
@@ -306,7 +310,7 @@ def build(
             ds = share(ds, size)
         elif size >= 0:
             ds = ds.apply(tf.data.experimental.assert_cardinality(size))
-        return _untuned(ds.map(split, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE))
+        return finish(ds)
 
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
     evaluated = evaluation(source.eval)

@@ -2,6 +2,10 @@
 
 import csv
 import json
+import os
+import platform
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -326,6 +330,49 @@ def test_standardization_inside_the_model():
     mean, std = np.array(recipe.data.mean), np.array(recipe.data.std)
     np.testing.assert_allclose(out, (np.array([0.0, 0.5, 1.0]) - mean) / std, rtol=1e-5)
     assert not layer.weights  # constants: nothing for an exporter to turn into inputs
+
+
+def test_onednn_is_asked_for_on_x86_unless_the_user_chose(monkeypatch):
+    from zoo import _startup
+
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    _startup.prefer_onednn("aarch64")
+    assert "TF_ENABLE_ONEDNN_OPTS" not in os.environ
+    _startup.prefer_onednn("x86_64")
+    assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "1"
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    _startup.prefer_onednn("x86_64")
+    assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "0"
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="zoo asks for oneDNN on x86 only")
+@pytest.mark.parametrize(("user", "expected"), [(None, "1 True"), ("0", "0 False")])
+def test_tensorflow_runs_onednn_after_import_zoo(user, expected):
+    # A fresh process: TensorFlow reads the setting once, when it first loads.
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if user is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = user
+    code = (
+        "import os, zoo; from tensorflow.python.util import _pywrap_util_port as port; "
+        "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], port.IsMklEnabled())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == expected
+
+
+def test_bench_peers_other_than_zoo_run_with_the_users_onednn_setting(monkeypatch):
+    from zoo import _startup
+    from zoo.bench_peers import peer_environment
+
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")  # as zoo set it
+    monkeypatch.setattr(_startup, "USER_ONEDNN", None)
+    assert peer_environment("zoo")["TF_ENABLE_ONEDNN_OPTS"] == "1"
+    for peer in ("keras", "keras-hub", "timm"):
+        assert "TF_ENABLE_ONEDNN_OPTS" not in peer_environment(peer)
+    monkeypatch.setattr(_startup, "USER_ONEDNN", "1")  # the user's own choice holds for all
+    assert peer_environment("keras-hub")["TF_ENABLE_ONEDNN_OPTS"] == "1"
 
 
 def test_bfloat16_units_are_read_from_the_cpu_flags(monkeypatch, tmp_path):

@@ -104,11 +104,10 @@ def _keras_step(peer: str, name: str, batch: int, size: int, precision: str = "a
     import keras
     import numpy as np
 
-    from zoo import runtime
-    from zoo.bench import compiled_for_training
-
-    runtime.seed_everything(0)
+    keras.utils.set_random_seed(0)
     if peer == "zoo":
+        from zoo.bench import compiled_for_training
+
         model = compiled_for_training(name, size, CLASSES, precision)[0]
     else:  # as their users run them: Keras' defaults (float32, jit_compile="auto")
         model = (plain_keras_resnet if peer == "keras" else keras_hub_resnet)(name, size)
@@ -175,6 +174,19 @@ def _backend(peer: str) -> str:
     return os.environ.get("KERAS_BACKEND", "tensorflow")
 
 
+def peer_environment(peer: str) -> dict[str, str]:
+    """The environment a peer trains in: zoo's as zoo sets it up; the others' as their users'
+    (TensorFlow's own oneDNN default where the user did not choose, not zoo's)."""
+    from zoo._startup import USER_ONEDNN
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    if peer != "zoo":
+        env.pop("TF_ENABLE_ONEDNN_OPTS", None)
+        if USER_ONEDNN is not None:
+            env["TF_ENABLE_ONEDNN_OPTS"] = USER_ONEDNN
+    return env
+
+
 def bench_peers(
     name: str,
     *,
@@ -191,7 +203,6 @@ def bench_peers(
     from zoo.errors import ZooError
 
     check_model(name)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     procs, rows = {}, {}
     for peer in PEERS:
         procs[peer] = subprocess.Popen(
@@ -200,7 +211,7 @@ def bench_peers(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=env,
+            env=peer_environment(peer),
         )
         rows[peer] = {"peer": peer, "backend": _backend(peer), "seconds": []}
     try:

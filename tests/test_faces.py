@@ -197,6 +197,30 @@ def test_identity_split_never_leaks_a_file(tmp_path):
     assert len(eval_files) == 120 and len(train_files) == 280
 
 
+def test_identity_folders_without_images_and_unreadable_files(tmp_path):
+    rng = np.random.default_rng(0)
+    for person in ("a", "b", "c", "d"):
+        (tmp_path / person).mkdir()
+        for k in range(3):
+            pixels = rng.integers(0, 255, (20, 16), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / person / f"{k}.png")
+    (tmp_path / "b" / "broken.png").write_text("not an image")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no faces here")
+    overrides = [f"data.path='{tmp_path}'", "data.eval_identities=['a', 'b']"]
+    recipe = load_recipe("arcface_att_faces", [*overrides, "data.skip_corrupt=true"])
+    with pytest.raises(ZooError, match=r"1 identity folder\(s\) in .* hold no image files: empty"):
+        image_folder.load(recipe.data, "labels", 0)
+    (tmp_path / "empty" / "notes.txt").unlink()
+    (tmp_path / "empty").rmdir()
+    source = image_folder.load(recipe.data, "labels", 0)
+    assert source.skipped == (str(tmp_path / "b" / "broken.png"),)
+    assert source.class_names == ["c", "d"] and source.eval_class_names == ["a", "b"]
+    assert source.train.count == 6 and source.eval.count == 6
+    with pytest.raises(ZooError, match="broken.png: not an image"):
+        image_folder.load(load_recipe("arcface_att_faces", overrides).data, "labels", 0)
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

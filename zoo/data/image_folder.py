@@ -132,21 +132,33 @@ def load(cfg, target: str, seed: int) -> Source:
     )
 
 
-def identity_files(cfg, root: Path, names: list[str], seed: int):
+def identity_files(cfg, root: Path, names: list[str], seed: int, skipped=None):
     """((files, labels) of training, (files, labels) of eval, training identities, eval
-    identities) split by `data.eval_identities`: no identity, so no file, is on both sides."""
+    identities) split by `data.eval_identities`: no identity, so no file, is on both sides.
+    An identity folder without image files is an error (it could be neither trained on nor
+    verified); unreadable files skipped (data.skip_corrupt) are appended to `skipped`."""
+    counts = np.bincount(list_images(root, names)[1], minlength=len(names))
+    empty = [name for name, count in zip(names, counts, strict=True) if not count]
+    if empty:
+        shown = ", ".join(empty[:5]) + (", ..." if len(empty) > 5 else "")
+        raise ZooError(
+            f"{len(empty)} identity folder(s) in {root} hold no image files: {shown}. Add images "
+            f"({', '.join(sorted(IMAGE_FORMATS))}) or move the folder(s) out of data.path"
+        )
     train_names, eval_names = identity_split(names, cfg.eval_identities, seed)
-    train = _files(root, train_names, cfg.max_per_class, seed, cfg.skip_corrupt)
-    held_out = _files(root, eval_names, cfg.max_per_class, seed, cfg.skip_corrupt)
+    train = _files(root, train_names, cfg.max_per_class, seed, cfg.skip_corrupt, skipped)
+    held_out = _files(root, eval_names, cfg.max_per_class, seed, cfg.skip_corrupt, skipped)
     return train, held_out, train_names, eval_names
 
 
 def _by_identity(cfg, root: Path, names: list[str], seed: int) -> Source:
-    train, held_out, train_names, eval_names = identity_files(cfg, root, names, seed)
+    skipped = []
+    train, held_out, train_names, eval_names = identity_files(cfg, root, names, seed, skipped)
     return Source(
         _examples(*train, cfg.channels),
         _examples(*held_out, cfg.channels),
         train_names,
         f"{len(eval_names)} held-out identities",
         eval_class_names=eval_names,
+        skipped=tuple(skipped),
     )

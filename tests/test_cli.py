@@ -322,6 +322,10 @@ def test_bench_train_reports_speed_flops_and_mfu(tmp_path):
     chosen = policy(RuntimeConfig()).precision
     assert row["precision"] == chosen
     assert row["peak_dtype"] == chosen.removeprefix("mixed_")
+    from zoo.runtime import onednn
+
+    assert row["onednn"] is onednn() is not None  # TensorFlow's kernels, in the header too
+    assert f", oneDNN {'on' if row['onednn'] else 'off'}\n" in stdout
     code, stdout, err = invoke("zoo", "bench", "train", *args, "--precision", "mixed_bfloat16")
     assert code == 0, err[-2000:]
     assert "lenet5 training on Keras/tensorflow, batch 8, 32x32, mixed_bfloat16" in stdout

@@ -353,8 +353,8 @@ def test_tensorflow_runs_onednn_after_import_zoo(user, expected):
     if user is not None:
         env["TF_ENABLE_ONEDNN_OPTS"] = user
     code = (
-        "import os, zoo; from tensorflow.python.util import _pywrap_util_port as port; "
-        "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], port.IsMklEnabled())"
+        "import os, zoo; from zoo.runtime import onednn; "
+        "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], onednn())"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True

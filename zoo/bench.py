@@ -228,6 +228,7 @@ def bench_training(
         "size": size,
         "precision": policy.precision,
         "jit_compile": policy.jit_compile,
+        "onednn": runtime.onednn(),
         "images_per_second": per_second,
         "window_images_per_second": [batch * steps / s for s in seconds],
         "forward_gflops_per_image": flops / 1e9 if flops else None,
@@ -241,7 +242,8 @@ def bench_training(
 def format_training(row: dict) -> str:
     lines = [
         f"{row['model']} training on Keras/{row['backend']}, batch {row['batch']}, "
-        f"{row['size']}x{row['size']}, {row['precision']}, XLA {row['jit_compile']}",
+        f"{row['size']}x{row['size']}, {row['precision']}, XLA {row['jit_compile']}"
+        + {True: ", oneDNN on", False: ", oneDNN off"}.get(row.get("onednn"), ""),
         f"images/s        {row['images_per_second']:.1f} (median of "
         f"{len(row['window_images_per_second'])} windows: "
         + ", ".join(f"{v:.1f}" for v in row["window_images_per_second"])

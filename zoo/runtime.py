@@ -35,10 +35,23 @@ class Policy:
             )
         if keras.backend.backend() != "tensorflow":
             return text
+        kernels = {True: ", oneDNN on", False: ", oneDNN off", None: ""}[onednn()]
         return (
-            f"{text}, strategy {type(self.strategy).__name__} "
+            f"{text}{kernels}, strategy {type(self.strategy).__name__} "
             f"({self.strategy.num_replicas_in_sync} replica(s))"
         )
+
+
+def onednn() -> bool | None:
+    """Whether TensorFlow runs its oneDNN kernels in this process (None: not TensorFlow's
+    to say, or this TensorFlow does not tell). zoo asks for them on x86 (zoo._startup)."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:
+        return None
+    return bool(_pywrap_util_port.IsMklEnabled())
 
 
 def seed_everything(seed: int) -> None:

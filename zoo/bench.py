@@ -240,10 +240,12 @@ def bench_training(
 
 
 def format_training(row: dict) -> str:
+    from zoo.runtime import onednn_words
+
     lines = [
         f"{row['model']} training on Keras/{row['backend']}, batch {row['batch']}, "
         f"{row['size']}x{row['size']}, {row['precision']}, XLA {row['jit_compile']}"
-        + {True: ", oneDNN on", False: ", oneDNN off"}.get(row.get("onednn"), ""),
+        + onednn_words(row.get("onednn")),
         f"images/s        {row['images_per_second']:.1f} (median of "
         f"{len(row['window_images_per_second'])} windows: "
         + ", ".join(f"{v:.1f}" for v in row["window_images_per_second"])

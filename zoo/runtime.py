@@ -35,9 +35,8 @@ class Policy:
             )
         if keras.backend.backend() != "tensorflow":
             return text
-        kernels = {True: ", oneDNN on", False: ", oneDNN off", None: ""}[onednn()]
         return (
-            f"{text}{kernels}, strategy {type(self.strategy).__name__} "
+            f"{text}{onednn_words(onednn())}, strategy {type(self.strategy).__name__} "
             f"({self.strategy.num_replicas_in_sync} replica(s))"
         )
 
@@ -52,6 +51,11 @@ def onednn() -> bool | None:
     except ImportError:
         return None
     return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def onednn_words(state: bool | None) -> str:
+    """ ", oneDNN on" / ", oneDNN off" for a start line or a report; nothing when unknown."""
+    return {True: ", oneDNN on", False: ", oneDNN off"}.get(state, "")
 
 
 def seed_everything(seed: int) -> None:

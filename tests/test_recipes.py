@@ -231,6 +231,51 @@ def test_errors_name_the_key_and_value(override, message):
     assert "\n" not in text
 
 
+@pytest.mark.parametrize(
+    "recipe, override, message",
+    [
+        # the one branch of the union whose type the value has speaks, without its name
+        (
+            "arcface_att_faces",
+            "data.eval_identities=[]",
+            "recipe arcface_att_faces: data.eval_identities: list should have at least 2 items "
+            "after validation, not 0, received []",
+        ),
+        (
+            "arcface_att_faces",
+            "data.eval_identities=['s1', 2]",
+            "recipe arcface_att_faces: data.eval_identities.1: input should be a valid string, "
+            "received 2",
+        ),
+        (
+            "textcnn_sms_spam",
+            "data.label_column=-1",
+            "recipe textcnn_sms_spam: data.label_column: input should be greater than or equal "
+            "to 0, received -1",
+        ),
+        # no branch takes the value's type: one line of what they take
+        (
+            "arcface_att_faces",
+            "data.eval_identities='ten'",
+            "recipe arcface_att_faces: data.eval_identities: input should be a valid list or a "
+            "valid integer or a valid number, received 'ten'",
+        ),
+        (
+            "lenet_digits",
+            "runtime.jit_compile='yes'",
+            "recipe lenet_digits: runtime.jit_compile: input should be 'auto' or a valid "
+            "boolean, received 'yes'",
+        ),
+    ],
+)
+def test_union_errors_are_said_once(recipe, override, message):
+    """pydantic reports a value no branch of a union accepts once per branch, under names
+    like list[constrained-str]; the recipe error says it once, in the recipe's own keys."""
+    with pytest.raises(ZooError) as e:
+        load_recipe(recipe, [override])
+    assert str(e.value) == message
+
+
 def test_unknown_recipe_suggests():
     with pytest.raises(ZooError, match="did you mean 'lenet_mnist'"):
         load_recipe("lenet_mnsit")

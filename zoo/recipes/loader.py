@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import tomllib
+import types
+import typing
 from importlib import resources
 from pathlib import Path
 
@@ -138,6 +140,13 @@ def apply_overrides(raw: dict, overrides) -> dict:
 def _schema_path(loc: tuple) -> tuple[list[str], type | None]:
     """Walks the schema along a pydantic error location: the location without the tags of
     tagged unions (compile.schedule.<tag>.alpha), and the model class it ends in."""
+    shown, model, _ = _walk(loc)
+    return shown, model
+
+
+def _walk(loc: tuple) -> tuple[list[str], type | None, int | None]:
+    """_schema_path's walk, and where the location names the branch of a union of plain types
+    (pydantic adds the branch's name: data.eval_identities.constrained-int), that part's index."""
     model, shown, parts = Recipe, [], list(loc)
     while parts:
         part = str(parts.pop(0))
@@ -145,9 +154,13 @@ def _schema_path(loc: tuple) -> tuple[list[str], type | None]:
         field = model.model_fields.get(part) if model is not None else None
         if field is None:
             shown.extend(str(p) for p in parts)
-            return shown, None
+            return shown, None, None
         args = getattr(field.annotation, "__args__", (field.annotation,))
         choices = [a for a in args if isinstance(a, type) and issubclass(a, pydantic.BaseModel)]
+        members = [a for a in args if a is not type(None)]
+        if not choices and len(members) > 1 and _is_union(field.annotation) and parts:
+            shown.extend(str(p) for p in parts)
+            return shown, None, len(loc) - len(parts)
         if len(choices) > 1 and parts:
             tag = str(parts.pop(0))
             choices = [
@@ -156,7 +169,64 @@ def _schema_path(loc: tuple) -> tuple[list[str], type | None]:
                 if tag in getattr(c.model_fields["name"].annotation, "__args__", ())
             ]
         model = choices[0] if choices else None
-    return shown, model
+    return shown, model, None
+
+
+def _is_union(annotation) -> bool:
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType)
+
+
+# pydantic error types that say a value is not of a union branch's type at all (rather than of
+# its type and out of its bounds)
+_NOT_THIS_TYPE = ("_type", "_parsing", "literal_error", "int_from_float")
+
+
+def _messages(errors: list[dict]) -> list[str]:
+    """One line per pydantic error, except that a value no branch of a union field accepts
+    (a list of names, or a count) is reported once per branch by pydantic: those collapse to
+    the errors of the one branch whose type the value has (`[]`: the list is too short), or
+    else to one line of what the branches take ("should be a valid list or a valid integer")."""
+    groups: dict[tuple, dict] = {}
+    order: list = []
+    for err in errors:
+        branch = _walk(err["loc"])[2]
+        if branch is None:
+            order.append(err)
+            continue
+        field = err["loc"][:branch]
+        if field not in groups:
+            groups[field] = {}
+            order.append(field)
+        narrowed = {**err, "loc": field + err["loc"][branch + 1 :]}
+        groups[field].setdefault(err["loc"][branch], []).append(narrowed)
+    lines = []
+    for item in order:
+        if isinstance(item, dict):
+            lines.append(_describe(item))
+            continue
+        branches = list(groups[item].values())
+        fitting = [
+            errs
+            for errs in branches
+            if not all(
+                len(e["loc"]) == len(item) and e["type"].endswith(_NOT_THIS_TYPE) for e in errs
+            )
+        ]
+        if len(fitting) == 1:
+            lines.extend(_describe(e) for e in fitting[0])
+            continue
+        wanted = []
+        for errs in branches:
+            for e in errs:
+                msg = e["msg"].removeprefix("Input should be ")
+                if msg not in wanted:
+                    wanted.append(msg)
+        first = branches[0][0]
+        lines.append(
+            f"{'.'.join(_schema_path(item)[0])}: input should be {' or '.join(wanted)}, "
+            f"received {first['input']!r}"
+        )
+    return lines
 
 
 def _describe(error: dict) -> str:
@@ -191,7 +261,7 @@ def validate(raw: dict, name: str) -> Recipe:
     try:
         return Recipe.model_validate({**raw, "name": name})
     except pydantic.ValidationError as e:
-        lines = [_describe(err) for err in e.errors()]
+        lines = _messages(e.errors())
         raise ZooError(f"recipe {name}: " + "; ".join(lines)) from e
 
 

@@ -316,15 +316,20 @@ def test_verify_embed_identify_commands(faces_run, tmp_path):
     code, out, err = zoo_cli("verify", str(faces_run), str(a), str(b), "--json")
     assert code == 0, err[-2000:]
     same = json.loads(out)
-    assert (
-        same["threshold"] == json.loads((faces_run / "verification.json").read_text())["threshold"]
-    )
+    saved = json.loads((faces_run / "verification.json").read_text())
+    assert same["threshold"] == saved["threshold"] == metrics["threshold"]
+    # the operating point: the share of genuine eval pairs the threshold accepts
+    assert same["tar_at_threshold"] == saved["tar_at_threshold"] == metrics["tar_at_threshold"]
     assert (
         same["similarity"]
         > json.loads(zoo_cli("verify", str(faces_run), str(a), str(c), "--json")[1])["similarity"]
     )
     code, out, _ = zoo_cli("verify", str(faces_run), str(a), str(b))
-    assert code == 0 and "threshold" in out and ("same" in out or "different" in out)
+    assert code == 0 and ("same" in out or "different" in out)
+    assert (
+        f"threshold {saved['threshold']:.4f} (FAR {saved['target_far']:g}, "
+        f"TAR {saved['tar_at_threshold']:.2f})" in out
+    )
     code, out, _ = zoo_cli("embed", str(faces_run), str(a), str(c), "--json")
     rows = json.loads(out)
     assert len(rows) == 2 and len(rows[0]["embedding"]) == 128
@@ -371,7 +376,7 @@ def test_face_commands_refuse_bad_input(faces_run, tmp_path):
     code, out, _ = zoo_cli(
         "verify", str(model), str(path / "s1/1.pgm"), str(path / "s1/2.pgm"), "--threshold", "0.5"
     )
-    assert code == 0 and "threshold 0.5000" in out
+    assert code == 0 and "threshold 0.5000  " in out and "TAR" not in out
 
 
 def test_lfw_recipe_splits_tfds_names_by_identity(mock_tfds):

@@ -292,8 +292,9 @@ def verify(model, first, second, threshold: float | None = None) -> dict:
                 "verify with the run directory or one of its exports, or pass a threshold"
             )
         threshold, far = float(calibrated["threshold"]), calibrated.get("target_far")
+        tar = calibrated.get("tar_at_threshold")  # runs before it was kept: absent
     else:
-        far = None
+        far = tar = None
     a, b = embed(model, [first, second])
     similarity = float(np.dot(a, b))
     return {
@@ -302,6 +303,7 @@ def verify(model, first, second, threshold: float | None = None) -> dict:
         "similarity": similarity,
         "threshold": float(threshold),
         "target_far": far,
+        "tar_at_threshold": tar,
         "same": similarity >= threshold,
     }
 
@@ -366,6 +368,8 @@ def write_threshold(run: Path, metrics: dict, dim: int) -> None:
             "threshold": metrics["threshold"],
             "target_far": metrics["target_far"],
             "far_at_threshold": metrics["far_at_threshold"],
+            # the share of the eval identities' genuine pairs the threshold accepts
+            "tar_at_threshold": metrics["tar_at_threshold"],
             "similarity": "cosine",
             "embedding_dim": int(dim),
         },

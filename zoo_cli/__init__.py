@@ -373,15 +373,21 @@ def embed(model, images, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def verify(model, first, second, threshold, as_json):
     """Whether FIRST and SECOND show the same person: their cosine similarity against the
-    threshold MODEL's run calibrated at its target false accept rate. Exit status 0 either
-    way."""
+    threshold MODEL's run calibrated at its target false accept rate (FAR), with the share of
+    genuine pairs of its unseen identities that the threshold accepted (TAR). Exit status 0
+    either way."""
     from zoo.verification import verify as run_verify
 
     result = run_verify(model, first, second, threshold=threshold)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
-    far = f" (FAR {result['target_far']:g})" if result["target_far"] is not None else ""
+    rates = []
+    if result["target_far"] is not None:
+        rates.append(f"FAR {result['target_far']:g}")
+    if result["tar_at_threshold"] is not None:
+        rates.append(f"TAR {result['tar_at_threshold']:.2f}")
+    far = f" ({', '.join(rates)})" if rates else ""
     click.echo(
         f"similarity {result['similarity']:.4f}  threshold {result['threshold']:.4f}{far}  "
         + ("same" if result["same"] else "different")

@@ -153,6 +153,43 @@ def test_augment_and_optimizer_arguments_are_type_checked(setting, message):
     assert message in str(e.value)
 
 
+@pytest.mark.parametrize("factor, erased", [([1.0, 1.0], True), ([0.0, 0.0], False)])
+def test_factor_arguments_take_a_range(factor, erased):
+    """Keras' *factor arguments take a (min, max) range as well as a number: RandomErasing's
+    probability drawn from [1, 1] erases every image, from [0, 0] none."""
+    import tensorflow as tf
+
+    from zoo.data.pipeline import augmenter
+
+    recipe = load_recipe(
+        "lenet_digits", [f"augment=[{{layer='RandomErasing', factor={factor}, fill_value=0.0}}]"]
+    )
+    assert recipe.augment[0].args["factor"] == factor
+    images = tf.fill([8, 16, 16, 1], 200.0)
+    out = augmenter(recipe)({"images": images, "labels": tf.zeros([8])}, tf.constant([1, 2]))
+    changed = (out["images"].numpy() != 200.0).reshape(8, -1).any(axis=1)
+    assert changed.all() if erased else not changed.any()
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        (
+            'augment=[{layer="RandomErasing", factor=[0.1, 0.2, 0.3]}]',
+            "factor = [0.1, 0.2, 0.3] is a list, but factor takes a float",
+        ),
+        (
+            'augment=[{layer="RandomGaussianBlur", kernel_size=[3, 3]}]',
+            "kernel_size = [3, 3] is a list, but kernel_size takes an int",
+        ),
+    ],
+)
+def test_ranges_only_where_keras_takes_them(setting, message):
+    with pytest.raises(ZooError) as e:
+        load_recipe("lenet_digits", [setting])
+    assert message in str(e.value)
+
+
 def test_extends_cycle(tmp_path):
     (tmp_path / "a.toml").write_text('extends = "b.toml"\n')
     (tmp_path / "b.toml").write_text('extends = "a.toml"\n')

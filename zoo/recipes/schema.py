@@ -59,6 +59,10 @@ def _keyword_arguments(cls) -> list[str]:
     ]
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _check_arguments(what: str, cls, args: dict, **fixed) -> None:
     """Names and types of `args` for `cls`: a name it does not take, a value whose type differs
     from the argument's default (a number for a string, say), or a value the class itself
@@ -78,7 +82,13 @@ def _check_arguments(what: str, cls, args: dict, **fixed) -> None:
         if isinstance(default, bool):
             ok = isinstance(value, bool)
         elif isinstance(default, int | float):
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            ok = _is_number(value) or (
+                # Keras' *factor arguments take a (min, max) range as well as a number
+                key.endswith("factor")
+                and isinstance(value, list | tuple)
+                and len(value) == 2
+                and all(_is_number(v) for v in value)
+            )
         elif isinstance(default, str):
             # A string default may stand for a choice among values of other types too
             # (RandomCrop's data_format); only numbers and booleans for a string are refused.

@@ -387,10 +387,10 @@ def verify(model, first, second, threshold, as_json):
         rates.append(f"FAR {result['target_far']:g}")
     if result["tar_at_threshold"] is not None:
         rates.append(f"TAR {result['tar_at_threshold']:.2f}")
-    far = f" ({', '.join(rates)})" if rates else ""
+    operating_point = f" ({', '.join(rates)})" if rates else ""
     click.echo(
-        f"similarity {result['similarity']:.4f}  threshold {result['threshold']:.4f}{far}  "
-        + ("same" if result["same"] else "different")
+        f"similarity {result['similarity']:.4f}  threshold {result['threshold']:.4f}"
+        f"{operating_point}  " + ("same" if result["same"] else "different")
     )
 
 

@@ -500,3 +500,32 @@ def test_pets_recipes_train_on_tfds_mock_data(mock_tfds, name, tmp_path):
     metrics = json.loads((run / rundir.METRICS).read_text())
     assert metrics["eval_examples"] == 8 and metrics["epochs"] == 2
     assert set(metrics["classes"]) == {"background", "pet", "border"}
+
+
+def test_mask_offset_finds_masks_drawn_a_pixel_above_their_structures(tmp_path):
+    """benchmarks/mask_offset.py, behind unet_membrane's choice of no flips: masks traced one
+    pixel above dark lines are found to need a shift of one pixel down, none sideways."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    for folder in ("image", "label"):
+        (tmp_path / folder).mkdir()
+    for i in range(3):
+        image = rng.uniform(150, 250, (64, 64))
+        traced = np.full((64, 64), 255, np.uint8)
+        for row in rng.choice(np.arange(8, 56), 4, replace=False):
+            image[row, :] = 20  # a dark horizontal line
+            traced[row - 1, :] = 0  # its mask, a pixel higher
+        for column in rng.choice(np.arange(8, 56), 4, replace=False):
+            image[:, column] = 20
+            traced[:, column] = 0
+        Image.fromarray(image.astype(np.uint8)).save(tmp_path / "image" / f"{i}.png")
+        Image.fromarray(traced).save(tmp_path / "label" / f"{i}.png")
+    script = Path(__file__).parents[1] / "benchmarks" / "mask_offset.py"
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, check=True
+    )
+    assert "dy: best whole shift +1" in done.stdout
+    assert "dx: best whole shift +0" in done.stdout
+    assert "best dy per slice (3): [1, 1, 1]" in done.stdout

@@ -17,9 +17,13 @@ from pathlib import Path
 import numpy as np
 
 
-def overlap(image: np.ndarray, traced: np.ndarray, dy: int, dx: int, margin: int) -> float:
-    """Mean darkness (standardised) under the traced pixels shifted by (dy, dx)."""
-    dark = -(image - image.mean()) / (image.std() or 1.0)
+def darkness(image: np.ndarray) -> np.ndarray:
+    """The image standardised and negated: dark pixels score high."""
+    return -(image - image.mean()) / (image.std() or 1.0)
+
+
+def overlap(dark: np.ndarray, traced: np.ndarray, dy: int, dx: int, margin: int) -> float:
+    """Mean darkness under the traced pixels shifted by (dy, dx)."""
     moved = np.roll(traced, (dy, dx), axis=(0, 1))
     inner = (slice(margin, -margin), slice(margin, -margin))
     return float(np.mean(moved[inner] * dark[inner]))
@@ -47,12 +51,12 @@ def main(argv=None) -> None:
     if not paths:
         raise SystemExit(f"no images in {args.folder / args.images}")
     for path in paths:
-        image = np.asarray(Image.open(path).convert("L"), np.float32)
+        dark = darkness(np.asarray(Image.open(path).convert("L"), np.float32))
         mask = np.asarray(Image.open(args.folder / args.masks / path.name).convert("L"))
         traced = (mask < 128).astype(np.float32)
         for s in shifts:
-            rows[s].append(overlap(image, traced, s, 0, margin))
-            cols[s].append(overlap(image, traced, 0, s, margin))
+            rows[s].append(overlap(dark, traced, s, 0, margin))
+            cols[s].append(overlap(dark, traced, 0, s, margin))
         best.append(max(shifts, key=lambda s: rows[s][-1]))
     mean = {
         "dy": {s: np.mean(rows[s]) for s in shifts},

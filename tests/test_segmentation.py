@@ -389,6 +389,30 @@ def test_segmentation_loss_terms():
     assert 0 < focal < ce
 
 
+def test_lovasz_term_is_one_minus_iou_on_hard_predictions_and_orders_soft_ones():
+    rng = np.random.default_rng(3)
+    truth = rng.integers(0, 3, (2, 6, 5))
+    truth[1, truth[1] == 2] = 0  # image 1 lacks class 2: averaged over its two classes only
+    predicted = rng.integers(0, 3, (2, 6, 5))
+    hard = np.eye(3, dtype="float32")[predicted]
+    found = keras.ops.convert_to_numpy(zoo.losses.lovasz_softmax(np.eye(3)[truth], hard))
+    for b in range(2):
+        ious = [
+            np.sum((truth[b] == c) & (predicted[b] == c))
+            / np.sum((truth[b] == c) | (predicted[b] == c))
+            for c in range(3)
+            if (truth[b] == c).any()
+        ]
+        assert found[b] == pytest.approx(1 - np.mean(ious), abs=1e-6)
+    loss = zoo.losses.SegmentationLoss(3, terms=("ce", "lovasz"))
+    perfect = np.eye(3, dtype="float32")[truth]
+    ce_only = float(zoo.losses.SegmentationLoss(3)(truth[..., None], perfect * 0.9 + 0.1 / 3))
+    # A right but unsure prediction: the Lovász term is small and positive, and adds to ce.
+    both = float(loss(truth[..., None], perfect * 0.9 + 0.1 / 3))
+    assert 0 < both - ce_only < 0.1
+    assert float(loss(truth[..., None], hard)) > both
+
+
 # ---------------------------------------------------------------------------------------------
 # The real membrane data: a short run, its export and predict
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-TERMS = ("ce", "dice", "focal")
+TERMS = ("ce", "dice", "focal", "lovasz")
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -15,7 +15,11 @@ class SegmentationLoss(keras.losses.Loss):
     Terms: "ce" (cross-entropy, weighted per class by `class_weights`), "dice" (Keras' soft
     Dice loss, `keras.losses.dice`, per image and class over the pixels, averaged over the
     classes) and "focal" (Keras' categorical focal cross-entropy, Lin et al. 2017). Each term is
-    averaged over the pixels of an image, so the loss of an image is their sum.
+    averaged over the pixels of an image, so the loss of an image is their sum. "lovasz" is the
+    Lovász-softmax loss (Berman et al. 2018), a convex surrogate of 1 − IoU: per image, for each
+    class present in it, the pixels' errors |1[class] − p| sorted in decreasing order weighted by
+    the steps of the Lovász extension of the Jaccard loss, averaged over the present classes. On
+    one-hot predictions it equals 1 − the image's mean IoU over its classes.
 
     Args:
         classes: number of classes (the last axis of the predictions).
@@ -74,6 +78,8 @@ class SegmentationLoss(keras.losses.Loss):
             total += ops.mean(focal * weights if weights is not None else focal, axis=pixels)
         if "dice" in self.terms:
             total += ops.mean(keras.losses.dice(one_hot, y_pred, axis=pixels), axis=-1)
+        if "lovasz" in self.terms:
+            total += lovasz_softmax(one_hot, y_pred)
         return total
 
     def get_config(self):
@@ -84,6 +90,32 @@ class SegmentationLoss(keras.losses.Loss):
             "class_weights": self.class_weights,
             "focal_gamma": self.focal_gamma,
         }
+
+
+def lovasz_softmax(one_hot, probabilities):
+    """The Lovász-softmax loss (Berman et al. 2018) of each image: `one_hot` and `probabilities`
+    are (B, H, W, C); returns (B,), the mean over the classes present in each image of the
+    Lovász extension of the Jaccard loss evaluated at the pixels' errors."""
+    one_hot = ops.cast(one_hot, "float32")
+    probabilities = ops.cast(probabilities, "float32")
+    classes = probabilities.shape[-1]
+    # (B, C, pixels): one row of errors per image and class.
+    truth = ops.transpose(ops.reshape(one_hot, (ops.shape(one_hot)[0], -1, classes)), (0, 2, 1))
+    p = ops.transpose(ops.reshape(probabilities, (ops.shape(truth)[0], -1, classes)), (0, 2, 1))
+    errors = ops.abs(truth - p)
+    order = ops.argsort(-errors, axis=-1)
+    errors = ops.take_along_axis(errors, order, axis=-1)
+    truth = ops.take_along_axis(truth, order, axis=-1)
+    # The Jaccard loss of predicting the first k sorted pixels wrong, for every k; its steps
+    # are the gradient of the Lovász extension (they depend on the truth only).
+    positives = ops.sum(truth, axis=-1, keepdims=True)
+    intersection = positives - ops.cumsum(truth, axis=-1)
+    union = positives + ops.cumsum(1.0 - truth, axis=-1)
+    jaccard = 1.0 - intersection / union
+    steps = ops.concatenate([jaccard[..., :1], jaccard[..., 1:] - jaccard[..., :-1]], axis=-1)
+    per_class = ops.sum(errors * ops.stop_gradient(steps), axis=-1)  # (B, C)
+    present = ops.cast(positives[..., 0] > 0, "float32")
+    return ops.sum(per_class * present, axis=-1) / ops.maximum(ops.sum(present, axis=-1), 1.0)
 
 
 @keras.saving.register_keras_serializable(package="zoo")

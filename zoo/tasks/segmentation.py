@@ -5,10 +5,10 @@ mapped by `data.mask_values`; the augmentation layers move them with the images 
 neighbours), colour layers leave them alone, and layers that blend images are refused. The
 model is the registered `unet`, or a decoder (`unet`, `fpn`, `deeplabv3plus`) over any backbone;
 it gives per-pixel class probabilities at the input's size. The loss is cross-entropy, Dice,
-focal or a sum ("ce+dice"); the metrics mean IoU, Dice of the foreground classes (every class
-but 0) and pixel accuracy. Evaluation adds the IoU of each class and `overlays.png`; an export
-agrees with Keras when its argmax masks match pixel by pixel; `zoo predict` writes each mask
-(at the image's size) and an overlay as PNGs.
+focal, Lovász-softmax or a sum ("ce+dice"); the metrics mean IoU, Dice of the foreground
+classes (every class but 0) and pixel accuracy. Evaluation adds the IoU of each class and
+`overlays.png`; an export agrees with Keras when its argmax masks match pixel by pixel;
+`zoo predict` writes each mask (at the image's size) and an overlay as PNGs.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ REFUSED = {
     "RandomGrayscale": "Keras fails on the segmentation_masks entry",
 }
 # Keras 3.15's Tversky loss swaps its FP and FN terms; it is left out until fixed upstream.
-LOSS_TERMS = ("ce", "dice", "focal")
+LOSS_TERMS = ("ce", "dice", "focal", "lovasz")
 
 
 class Head(BaseModel):

@@ -125,7 +125,11 @@ def test_palette_masks_in_colour(tmp_path):
     [
         (
             lambda r: (r / "train" / "masks" / "001.png").unlink(),
-            "have no partner of the same stem",
+            "1 file has no partner of the same stem",
+        ),
+        (
+            lambda r: [p.unlink() for p in (r / "train" / "images").iterdir()],
+            "images holds no image files",
         ),
         (
             lambda r: Image.fromarray(np.zeros((8, 8), np.uint8)).save(r / "train/masks/001.png"),

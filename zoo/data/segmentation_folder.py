@@ -119,16 +119,17 @@ def _stems(folder: Path) -> dict[str, Path]:
 def pairs(split: Path, images_dir: str, masks_dir: str) -> list[tuple[str, str]]:
     """(image, mask) file pairs of one split folder, matched by file stem."""
     images, masks = _stems(split / images_dir), _stems(split / masks_dir)
-    alone = sorted(set(images) ^ set(masks))
-    if alone:
-        shown = ", ".join(f"{(images.get(s) or masks[s]).relative_to(split)}" for s in alone[:3])
-        raise ZooError(
-            f"{split}: {len(alone)} files have no partner of the same stem in "
-            f"{images_dir}/ and {masks_dir}/ (e.g. {shown}); each image needs one mask"
-        )
     if not images:
         raise ZooError(
             f"{split / images_dir} holds no image files ({', '.join(sorted(IMAGE_FORMATS))})"
+        )
+    alone = sorted(set(images) ^ set(masks))
+    if alone:
+        shown = ", ".join(f"{(images.get(s) or masks[s]).relative_to(split)}" for s in alone[:3])
+        count = "1 file has" if len(alone) == 1 else f"{len(alone)} files have"
+        raise ZooError(
+            f"{split}: {count} no partner of the same stem in "
+            f"{images_dir}/ and {masks_dir}/ (e.g. {shown}); each image needs one mask"
         )
     return [(str(images[s]), str(masks[s])) for s in sorted(images)]
 

@@ -98,10 +98,10 @@ def lovasz_softmax(one_hot, probabilities):
     Lovász extension of the Jaccard loss evaluated at the pixels' errors."""
     one_hot = ops.cast(one_hot, "float32")
     probabilities = ops.cast(probabilities, "float32")
-    classes = probabilities.shape[-1]
+    rows = (ops.shape(probabilities)[0], -1, probabilities.shape[-1])
     # (B, C, pixels): one row of errors per image and class.
-    truth = ops.transpose(ops.reshape(one_hot, (ops.shape(one_hot)[0], -1, classes)), (0, 2, 1))
-    p = ops.transpose(ops.reshape(probabilities, (ops.shape(truth)[0], -1, classes)), (0, 2, 1))
+    truth = ops.transpose(ops.reshape(one_hot, rows), (0, 2, 1))
+    p = ops.transpose(ops.reshape(probabilities, rows), (0, 2, 1))
     errors = ops.abs(truth - p)
     order = ops.argsort(-errors, axis=-1)
     errors = ops.take_along_axis(errors, order, axis=-1)

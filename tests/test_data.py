@@ -181,6 +181,39 @@ def test_image_folder_validation_split_classes_and_pgm(tmp_path):
     assert x[y == 0].mean() >= 80  # class s3: values 80..84
 
 
+@pytest.mark.parametrize("size", [[40, 30], [128, 96]])  # shrunk 3x, and enlarged
+def test_training_pixels_are_the_pixels_zoo_predict_reads(tmp_path, size):
+    """Train and eval images are resized as `zoo predict`, `zoo verify` and `zoo embed`
+    resize a file (Pillow's bilinear, antialiased when shrinking): one grey level apart at
+    most, also for detail finer than the new size (thin stripes a plain bilinear resize turns
+    into aliasing)."""
+    from zoo.predict import read_image
+
+    rng = np.random.default_rng(3)
+    stripes = np.indices((120, 90)).sum(0) % 3 == 0
+    for name in ("a", "b"):
+        folder = tmp_path / "train" / name
+        folder.mkdir(parents=True)
+        for i in range(4):
+            pixels = np.where(stripes, 230, 20) + rng.integers(0, 20, (120, 90))
+            Image.fromarray(pixels.astype(np.uint8), "L").save(folder / f"{i}.png")
+    data = build(
+        recipe(
+            source="image_folder",
+            path=str(tmp_path),
+            image_size=size,
+            channels=1,
+            validation_split=0.5,
+            batch_size=8,
+        )
+    )
+    x, y = first_batch(data.eval)
+    files = sorted((tmp_path / "train").glob("*/*.png"))
+    read = np.stack([read_image(f, (*size, 1)) for f in files])
+    for image in x:  # each eval image is one of the files, read as zoo predict reads it
+        assert np.abs(read - image).max(axis=(1, 2, 3)).min() <= 1
+
+
 @pytest.mark.parametrize(
     "options, message",
     [

@@ -1,8 +1,10 @@
 """The input pipeline: a source's example dicts to batched, cached, shuffled, augmented tf.data
 pipelines of (images, target) for training and evaluation.
 
-Images leave the pipeline as float32 pixel values in [0, 255] at `data.image_size` (masks
-resized with nearest neighbours, never interpolated); scaling and normalization are layers of
+Images leave the pipeline as float32 pixel values in [0, 255] at `data.image_size`, resized
+bilinearly with antialiasing as Pillow resizes them for `zoo predict` (so a model sees at
+prediction the pixels it trained on; masks resized with nearest neighbours, never
+interpolated); scaling and normalization are layers of
 the trained model (`preprocessing`), so a saved or exported model takes raw pixels. The task
 says which target travels with the images and how it is encoded; the augmentation layers get
 Keras' own dicts ({"images", "labels"} or {"images", "segmentation_masks"}) and move images and
@@ -85,7 +87,10 @@ def _prepare(ds, cfg: DataConfig):
             resized = lambda: tf.image.resize(x, (height, width), method="nearest")  # noqa: E731
         else:
             resized = lambda: tf.cast(  # noqa: E731
-                tf.clip_by_value(tf.round(tf.image.resize(x, (height, width))), 0, 255), tf.uint8
+                tf.clip_by_value(
+                    tf.round(tf.image.resize(x, (height, width), antialias=True)), 0, 255
+                ),
+                tf.uint8,
             )
         return tf.cond(same, lambda: x, resized)
 

@@ -233,7 +233,8 @@ def eval_cmd(run_dir):
 @click.option(
     "--any-size",
     is_flag=True,
-    help="Take images of any size and resize them inside the model, as training did.",
+    help="Take images of any size and resize them inside the model (bilinear, without the "
+    "antialiasing training uses when shrinking: ONNX has no such op).",
 )
 @click.option(
     "--output",

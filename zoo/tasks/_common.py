@@ -26,7 +26,10 @@ def image_input(recipe, data=None):
 def image_serving(model, format: str, input_dtype: str = "float32", any_size: bool = False):
     """(the model to convert, a function from eval images to its inputs, no extra files):
     the trained model behind the input users have, uint8 pixels as decoded, and with
-    `any_size` images of any size, resized to the trained size inside the model."""
+    `any_size` images of any size, resized to the trained size inside the model: bilinear
+    without the antialiasing the data pipeline and `zoo predict` use when shrinking
+    (TensorFlow's antialiased resize is an op ONNX lacks), so images much larger than the
+    trained size give slightly other pixels than training saw."""
 
     def feed(images):
         return images.astype(input_dtype)

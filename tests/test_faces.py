@@ -455,3 +455,41 @@ def test_faces_run_resumes_with_its_class_centres(tmp_path):
     assert restored["loss"]["m2"] == 0.5  # the margin phase's loss, not the warm-up's
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"] == 3 and metrics["eval_examples"] == 15
+
+
+def test_faces_benchmark_scores_zoo_and_eigenfaces_on_one_draw(tmp_path):
+    """benchmarks/faces.py as the README runs it, briefly: a row for the draw with both
+    methods' AUC and EER on the named held-out identities, their means and the bar's count."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    held_out = ["s2", "s5", "s11", "s17", "s23", "s29", "s31", "s34", "s36", "s40"]
+    script = Path(__file__).parents[1] / "benchmarks" / "faces.py"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(shared_data("att_faces")),
+            "--seed",
+            "5",
+            "--eval-identities",
+            ",".join(held_out),
+            "--set",
+            "data.image_size=[32, 28]",
+            "--set",
+            'phases=[{epochs=1, loss="softmax"}, {epochs=1}]',
+            "--keep",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (row,) = json.loads(done.stdout.strip().splitlines()[-1])
+    assert row["seed"] == 5 and set(row["zoo"]["held_out"]) == set(held_out)
+    metrics = json.loads((tmp_path / "arcface_att_faces-seed5" / "metrics.json").read_text())
+    assert row["zoo"]["roc_auc"] == metrics["roc_auc"]
+    # Eigenfaces on 32x28 pixels of these 10 people: far above chance, short of perfect.
+    assert 0.85 < row["eigenfaces"]["roc_auc"] < 1 and 0 < row["eigenfaces"]["eer"] < 0.25
+    assert "zoo meets AUC >= 0.98 and EER <= 0.05 on" in done.stdout and "of 1 draws" in done.stdout

@@ -2,14 +2,14 @@
 pipelines of (images, target) for training and evaluation.
 
 Images leave the pipeline as float32 pixel values in [0, 255] at `data.image_size`, resized
-bilinearly with antialiasing as Pillow resizes them for `zoo predict` (so a model sees at
-prediction the pixels it trained on; masks resized with nearest neighbours, never
-interpolated); scaling and normalization are layers of
-the trained model (`preprocessing`), so a saved or exported model takes raw pixels. The task
-says which target travels with the images and how it is encoded; the augmentation layers get
-Keras' own dicts ({"images", "labels"} or {"images", "segmentation_masks"}) and move images and
-targets together. Text sources give {"texts", "labels"}: the strings pass through unchanged
-(the model's vectorizer turns them into tokens).
+bilinearly with antialiasing as Pillow resizes them for `zoo predict` (so a model is given at
+prediction the pixels it trained on); masks are resized with nearest neighbours, never
+interpolated. Scaling and normalization are layers of the trained model (`preprocessing`), so
+a saved or exported model takes raw pixels. The task says which target travels with the
+images and how it is encoded; the augmentation layers get Keras' own dicts ({"images",
+"labels"} or {"images", "segmentation_masks"}) and move images and targets together. Text
+sources give {"texts", "labels"}: the strings pass through unchanged (the model's vectorizer
+turns them into tokens).
 """
 
 from __future__ import annotations

@@ -24,19 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
-IMAGES = {".pgm", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-
 
 def pixels(root: Path, identities, shape):
+    """The identities' image files, as the image_folder source lists them, read as `zoo
+    predict` reads them: (flat pixels, identity indices)."""
+    from zoo.data.image_folder import list_images
     from zoo.predict import read_image
 
-    images, labels = [], []
-    for i, name in enumerate(identities):
-        for path in sorted((root / name).iterdir()):
-            if path.suffix.lower() in IMAGES:
-                images.append(read_image(path, shape).reshape(-1))
-                labels.append(i)
-    return np.stack(images), np.array(labels)
+    files, labels = list_images(root, identities)
+    return np.stack([read_image(path, shape).reshape(-1) for path in files]), labels
 
 
 def eigenfaces(root: Path, train, held_out, shape, components=50, seed=0) -> dict:

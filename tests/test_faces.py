@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -82,6 +83,55 @@ def test_cosine_logits_are_cosines_to_the_class_centres():
     want = (x / np.linalg.norm(x, axis=1, keepdims=True)) @ (w / np.linalg.norm(w, axis=0))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert np.abs(got).max() <= 1.0 + 1e-6
+
+
+def test_within_class_whitening_whitens_the_shrunk_within_class_covariance():
+    from sklearn.covariance import LedoitWolf
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 3, (20, 6))
+    spread = np.array([4.0, 1.0, 1.0, 0.5, 0.5, 0.25])  # one person varies most along axis 0
+    labels = np.repeat(np.arange(20), 15)
+    vectors = centres[labels] + rng.normal(0, 1, (300, 6)) * spread
+    mean, matrix = faces.within_class_whitening(vectors, labels)
+    np.testing.assert_allclose(mean, vectors.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(matrix, matrix.T, atol=1e-5)
+    within = vectors - np.stack([vectors[labels == c].mean(0) for c in labels])
+    sigma = LedoitWolf(assume_centered=True).fit(within).covariance_
+    scale = np.trace(sigma) / 6  # c² of M Σ M = c²·I
+    np.testing.assert_allclose(matrix @ sigma @ matrix, scale * np.eye(6), atol=1e-4 * scale)
+    # Mapped, the within-class spread is about the same along every axis.
+    mapped = (vectors - mean) @ matrix
+    spreads = (mapped - np.stack([mapped[labels == c].mean(0) for c in labels])).std(0)
+    assert spreads.max() / spreads.min() < 1.3, spreads
+    with pytest.raises(ZooError, match="two or more training images that differ"):
+        faces.within_class_whitening(np.ones((6, 4)), np.array([0, 0, 1, 1, 2, 2]))
+
+
+def test_fold_whitening_makes_the_head_whiten_its_vectors(tmp_path):
+    from zoo.heads import embedding
+
+    backbone = zoo.backbone("resnet20", input_shape=(16, 16, 1))
+    model = embedding(backbone, 8)
+    bn = model.get_layer("head_bn")
+    rng = np.random.default_rng(0)
+    bn.set_weights(
+        [rng.uniform(0.5, 2, 8), rng.normal(0, 1, 8), rng.normal(0, 1, 8), rng.uniform(0.5, 2, 8)]
+    )
+    x = rng.uniform(0, 1, (5, 16, 16, 1)).astype("float32")
+    before, labels = faces.head_vectors(model, [(x, np.zeros(5))])
+    assert before.shape == (5, 8) and (labels == 0).all()
+    mean, matrix = rng.normal(0, 1, 8), rng.normal(0, 1, (8, 8))
+    faces.fold_whitening(model, mean, matrix)
+    after, _ = faces.head_vectors(model, [(x, np.zeros(5))])
+    want = (before - mean) @ matrix
+    np.testing.assert_allclose(after, want, atol=1e-4 * np.abs(want).max())
+    # The model's output is the whitened vector, normalised; the same once saved and loaded.
+    unit = want / np.linalg.norm(want, axis=1, keepdims=True)
+    np.testing.assert_allclose(model.predict(x, verbose=0), unit, atol=1e-4)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), unit, atol=1e-4)
 
 
 def test_default_scale_and_margins():
@@ -291,6 +341,18 @@ def test_faces_run_verifies_unseen_identities(faces_run):
     assert len(model.inputs) == 1 and tuple(model.output.shape) == (None, 128)
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 28, 1)).astype("float32")
     np.testing.assert_allclose(np.linalg.norm(model.predict(x, verbose=0), axis=1), 1, rtol=1e-5)
+    # The recipe whitens: the head's vectors (before their normalisation) of the training
+    # identities' images (read here with Pillow, as zoo predict reads them) are centred, and
+    # their within-class spread is more even than the net's own (folded out again).
+    from zoo.predict import read_image
+
+    files, labels = image_folder.list_images(Path(shared_data("att_faces")), metrics["classes"])
+    images = np.stack([read_image(f, (32, 28, 1)) for f in files])
+    vectors, _ = faces.head_vectors(model, [(images, labels)])
+    assert np.linalg.norm(vectors.mean(0)) < 0.05 * np.linalg.norm(vectors, axis=1).mean()
+    within = vectors - np.stack([vectors[labels == c].mean(0) for c in labels])
+    spread = np.linalg.eigvalsh(np.cov(within.T))
+    assert spread.max() / spread.mean() < 5, spread
 
 
 def test_faces_export_int8_keeps_embeddings_and_auc(faces_run):

@@ -17,6 +17,7 @@ FUNCTIONS = (
     "net",
     "trainer",
     "encode",
+    "finish",
     "loss",
     "metrics",
     "evaluate",

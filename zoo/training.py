@@ -483,11 +483,16 @@ def _train(
         runtime.leave()
         if not job.primary:
             return
-    rundir.save_model(model, run / rundir.MODEL)
-    if job is not None:
-        # The trained model's variables span every process's devices: evaluate the saved
-        # model, on this process's own.
+    if job is None:
+        task.finish(model, data, recipe)
+        rundir.save_model(model, run / rundir.MODEL)
+    else:
+        # The trained model's variables span every process's devices: go on (what the task
+        # sets once trained, the evaluation) with the saved model, on this process's own.
+        rundir.save_model(model, run / rundir.MODEL)
         model = rundir.load(run / rundir.MODEL, what="eval")[0]
+        if task.finish(model, data, recipe):
+            rundir.save_model(model, run / rundir.MODEL)
     finish_run(run, model, data, recipe, processes)
     for k in range(len(phases)):
         (run / rundir.phase_end(k)).unlink(missing_ok=True)

@@ -53,6 +53,9 @@ class Data:
     # The training split's examples as the source gives them (unbatched, not augmented): what
     # preprocessing that learns from data (a text vocabulary) adapts on.
     train_examples: tf.data.Dataset | None = None
+    # The training split read as `eval` is (in order, not augmented, batched), for what a task
+    # sets from the training data once trained (faces' whitening).
+    train_unaugmented: tf.data.Dataset | None = None
     skipped: tuple[str, ...] = ()  # unreadable files left out (data.skip_corrupt)
     # The epoch `train` draws its order and augmentation for; set it before each epoch
     # (training's callbacks do).
@@ -332,6 +335,7 @@ def build(
         batch_size=cfg.batch_size,
         eval_class_names=source.eval_class_names or source.class_names,
         train_examples=source.train.dataset if training else None,
+        train_unaugmented=evaluation(source.train) if training else None,
         skipped=source.skipped,
     )
 

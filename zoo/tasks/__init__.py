@@ -20,6 +20,9 @@ module provides (see classification.py, the reference):
   exports `model`;
 - `encode(recipe, classes)`: a function on batch dicts before augmentation, or None;
 - `loss(recipe, classes)` and `metrics(recipe, classes)`: what `compile` gets;
+- `finish(model, data, recipe)`: what the task sets in `model` from the training data once
+  training ends, before the run saves it (faces' within-class whitening); returns whether it
+  changed the model (`_common.finish`, the default, changes nothing);
 - `evaluate(model, data, run, recipe)`: flat metrics for metrics.json (the task's plots go
   into `run`);
 - `serving(model, format, input_dtype, any_size)`: (the model an export converts, a function

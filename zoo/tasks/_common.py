@@ -11,6 +11,12 @@ from zoo import backbones, registry
 from zoo.errors import ZooError
 
 
+def finish(model, data, recipe) -> bool:
+    """Nothing to set once training ends (the tasks' default): the model is saved as
+    trained."""
+    return False
+
+
 def image_input(recipe, data=None):
     """(the model's input, its preprocessing layers, the net's input shape) for image tasks:
     [0, 255] pixels at data.image_size, scaled as data.normalization says. Trained on crops,

@@ -69,6 +69,7 @@ def one_hot(recipe) -> bool:
 
 model_input = _common.image_input
 serving = _common.image_serving
+finish = _common.finish
 
 
 def net(recipe, shape, classes: int, activation, preprocessing):

@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from zoo.errors import ZooError
 from zoo.tasks import _common
 
 INPUT = "images"
@@ -46,7 +47,8 @@ SOURCES = ("image_folder", "tfds")
 class Head(BaseModel):
     """The embedding head over `model.backbone` (zoo.heads.embedding) and the margin softmax
     that trains it: `scale` s (default: see `scale`), `margin` m of ArcFace (radians, default
-    0.5) or CosFace (default 0.35), `margins` (m1, m2, m3) of the combined loss."""
+    0.5) or CosFace (default 0.35), `margins` (m1, m2, m3) of the combined loss; `whitening`
+    "within_class" to whiten the embeddings once trained (see `finish`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     embedding_dim: Annotated[int, Field(gt=0)] = 128
@@ -55,6 +57,7 @@ class Head(BaseModel):
     scale: Annotated[float, Field(gt=0)] | None = None
     margin: Annotated[float, Field(ge=0, lt=math.pi / 2)] | None = None
     margins: Annotated[list[float], Field(min_length=3, max_length=3)] | None = None
+    whitening: Literal["none", "within_class"] = "none"
 
 
 def check(recipe) -> None:
@@ -153,6 +156,102 @@ def trainer(recipe, model, classes: int):
 
     cosines = CosineLogits(classes, name="head_centres")(model.output)
     return keras.Model(model.input, cosines, name=f"{model.name}_training")
+
+
+def within_class_whitening(vectors: np.ndarray, labels: np.ndarray):
+    """(mean, M): the mean of `vectors` and the symmetric matrix M = c·Σ^(-1/2) that whitens
+    their within-class covariance Σ (each vector less the mean of its label's vectors;
+    Ledoit-Wolf shrinkage, so that a few hundred vectors of a hundred dimensions give a
+    well-conditioned Σ): M Σ M = c²·I. The scale c (the root of Σ's mean eigenvalue) keeps the
+    whitened vectors, (x - mean) @ M, about as large as the vectors were; cosines ignore it.
+
+    This is WCCN (Hatch et al. 2006, within-class covariance normalisation, as speaker
+    verification scores its embeddings), after centring: directions in which one person's
+    images vary count less in a cosine."""
+    from sklearn.covariance import LedoitWolf
+
+    vectors = np.asarray(vectors, np.float64)
+    labels = np.asarray(labels)
+    means = {c: vectors[labels == c].mean(0) for c in np.unique(labels)}
+    centred = vectors - np.stack([means[c] for c in labels])
+    if not np.any(np.abs(centred) > 1e-9):
+        raise ZooError(
+            'model.head.whitening = "within_class" needs identities with two or more '
+            'training images that differ; set it to "none"'
+        )
+    values, axes = np.linalg.eigh(LedoitWolf(assume_centered=True).fit(centred).covariance_)
+    values = np.maximum(values, values.max() * 1e-6)
+    return vectors.mean(0), (axes / np.sqrt(values)) @ axes.T * np.sqrt(values.mean())
+
+
+def _head(model):
+    """(the layers before the net that holds the embedding head, that net): the model's input
+    preprocessing and the net, or () and the model itself where it is the net."""
+    import keras
+
+    def has_head(m):
+        return any(layer.name == "head_bn" for layer in m.layers)
+
+    if has_head(model):
+        return (), model
+    for k, layer in enumerate(model.layers):
+        if isinstance(layer, keras.Model) and has_head(layer):
+            return tuple(model.layers[1:k]), layer
+    raise ZooError(f"{model.name} has no embedding head (no layer head_bn)")
+
+
+def head_vectors(model, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """(the embedding head's vectors before their normalisation, labels) of a dataset of
+    (images, labels) batches."""
+    import keras
+
+    before, net = _head(model)
+    inner = keras.Model(net.input, net.get_layer("head_bn").output)
+    vectors, labels = [], []
+    for x, y in dataset:
+        for layer in before:
+            x = layer(x)
+        vectors.append(np.asarray(keras.ops.convert_to_numpy(inner(x, training=False))))
+        labels.append(np.asarray(y))
+    return np.concatenate(vectors).astype(np.float64), np.concatenate(labels)
+
+
+def fold_whitening(model, mean: np.ndarray, matrix: np.ndarray) -> None:
+    """Makes the embedding head give (v - mean) @ matrix in place of v, its vector before the
+    last normalisation, by changing the weights of its last Dense (`head_dense`) and
+    BatchNormalization (`head_bn`) layers: both are affine, so is their composition with the
+    whitening. The model keeps its layers, and an int8 export quantizes one weight matrix
+    instead of an extra product whose small directions the whitening would magnify."""
+    _, net = _head(model)
+    dense, bn = net.get_layer("head_dense"), net.get_layer("head_bn")
+    if dense.use_bias or not (bn.scale and bn.center):
+        raise ZooError("the embedding head's Dense has a bias or its BatchNorm no scale")
+    gamma, beta, moving_mean, moving_var = (np.asarray(w, np.float64) for w in bn.get_weights())
+    gain = gamma / np.sqrt(moving_var + bn.epsilon)  # head_bn(h) = h * gain + shift
+    shift = beta - moving_mean * gain
+    kernel = np.asarray(dense.kernel.numpy(), np.float64)
+    dense.kernel.assign(((kernel * gain) @ matrix).astype(np.float32))
+    size = matrix.shape[1]
+    # head_bn then adds the shift alone: (h - 0) / sqrt(1 + eps) * sqrt(1 + eps) + beta.
+    weights = [
+        np.full(size, np.sqrt(1.0 + bn.epsilon)),
+        (shift - mean) @ matrix,
+        np.zeros(size),
+        np.ones(size),
+    ]
+    bn.set_weights([w.astype(np.float32) for w in weights])
+
+
+def finish(model, data, recipe) -> bool:
+    """After training, before the model is saved: with `model.head.whitening =
+    "within_class"`, folds `within_class_whitening` of the training identities' vectors
+    (their images read as the eval split is: not augmented; the head's vectors before the
+    last normalisation) into the head (`fold_whitening`). Returns whether the model changed."""
+    if _common.head_config(recipe, Head).whitening == "none":
+        return False
+    vectors, labels = head_vectors(model, data.train_unaugmented)
+    fold_whitening(model, *within_class_whitening(vectors, labels))
+    return True
 
 
 def encode(recipe, classes: int):

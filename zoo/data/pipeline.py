@@ -53,8 +53,8 @@ class Data:
     # The training split's examples as the source gives them (unbatched, not augmented): what
     # preprocessing that learns from data (a text vocabulary) adapts on.
     train_examples: tf.data.Dataset | None = None
-    # The training split read as `eval` is (in order, not augmented, batched), for what a task
-    # sets from the training data once trained (faces' whitening).
+    # The training split read as `eval` is (in order, not augmented, batched; not cached), for
+    # what a task sets from the training data once trained (faces' whitening).
     train_unaugmented: tf.data.Dataset | None = None
     skipped: tuple[str, ...] = ()  # unreadable files left out (data.skip_corrupt)
     # The epoch `train` draws its order and augmentation for; set it before each epoch
@@ -265,17 +265,17 @@ def build(
         """(inputs, targets) pairs, prefetched, without autotuning (see `_untuned`)."""
         return _untuned(ds.map(split, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE))
 
-    def cached(ex: Examples):
+    def cached(ex: Examples, cache=True):
         ds = _prepare(ex.dataset, cfg) if task.INPUT == "images" else ex.dataset
-        return ds.cache() if cfg.cache else ds
+        return ds.cache() if cfg.cache and cache else ds
 
     def share(ds, size):
         """This process's share of each global batch; the batch count stays known."""
         ds = ds.rebatch(cfg.batch_size // processes).shard(processes, process_id)
         return ds.apply(tf.data.experimental.assert_cardinality(size))
 
-    def evaluation(ex: Examples, drop_remainder=False):
-        ds = batches(cached(ex), drop_remainder)
+    def evaluation(ex: Examples, drop_remainder=False, cache=True):
+        ds = batches(cached(ex, cache), drop_remainder)
         if drop_remainder:
             ds = share(ds, ex.count // cfg.batch_size)
         return finish(ds)
@@ -335,7 +335,8 @@ def build(
         batch_size=cfg.batch_size,
         eval_class_names=source.eval_class_names or source.class_names,
         train_examples=source.train.dataset if training else None,
-        train_unaugmented=evaluation(source.train) if training else None,
+        # Read once: not cached beside the training pipeline's own cache.
+        train_unaugmented=evaluation(source.train, cache=False) if training else None,
         skipped=source.skipped,
     )
 

@@ -207,13 +207,11 @@ def head_vectors(model, dataset) -> tuple[np.ndarray, np.ndarray]:
 
     before, net = _head(model)
     inner = keras.Model(net.input, net.get_layer("head_bn").output)
-    vectors, labels = [], []
-    for x, y in dataset:
-        for layer in before:
-            x = layer(x)
-        vectors.append(np.asarray(keras.ops.convert_to_numpy(inner(x, training=False))))
-        labels.append(np.asarray(y))
-    return np.concatenate(vectors).astype(np.float64), np.concatenate(labels)
+    x = model.input
+    for layer in before:
+        x = layer(x)
+    vectors, labels = embeddings(keras.Model(model.input, inner(x)), dataset)
+    return vectors.astype(np.float64), labels
 
 
 def fold_whitening(model, mean: np.ndarray, matrix: np.ndarray) -> None:

@@ -168,6 +168,54 @@ def test_joint_augmentation_keeps_masks_on_their_images(tmp_path):
     assert y.dtype == "int32"
 
 
+@pytest.mark.parametrize("fill_mode", ["reflect", "constant"])
+def test_elastic_transform_moves_each_image_with_its_mask(tmp_path, fill_mode):
+    # Keras 3.15's RandomElasticTransform, in a tf.data batch, returns the first image's warp
+    # for every image and warps the masks by another field; zoo builds its own in its place.
+    write_pairs(tmp_path / "train", 8, size=(32, 32))
+    augment = (
+        "augment=[{layer='RandomElasticTransform', factor=[1.0, 1.0], scale=[0.5, 0.5], "
+        f"interpolation='nearest', fill_mode='{fill_mode}'}}]"
+    )
+    common = ("data.validation_split=0.25", "data.batch_size=6")
+    x, y = next(iter(build(seg_recipe(tmp_path, augment, *common)).train))
+    x0, y0 = next(iter(build(seg_recipe(tmp_path, *common)).train))
+    x, y, x0 = x.numpy(), y.numpy(), x0.numpy()
+    moved = (x > 140) != (x0 > 140)
+    assert all(0.05 < m.mean() < 0.6 for m in moved)  # each image warped
+    assert all(not np.array_equal(x[i], x[j]) for i in range(6) for j in range(i))
+    np.testing.assert_array_equal(x > 140, y == 1)  # and each mask with it, exactly
+    if fill_mode == "constant":  # pixels from outside the image: 0, and class 0 in the mask
+        assert (x == 0).any()
+
+
+def test_elastic_field_matches_keras_magnitude_with_independent_axes():
+    import tensorflow as tf
+
+    from zoo.data.elastic import RandomElasticTransform, warp
+
+    layer = RandomElasticTransform(factor=[1.0, 1.0], scale=[1.0, 1.0], seed=0)
+    field = layer.get_random_transformation({"images": tf.zeros([8, 128, 96, 1])})["field"]
+    field = field.numpy()
+    assert field.shape == (8, 128, 96, 2)
+    # Keras: Gaussian noise times sigma, smoothed by a Gaussian of sigma (standard deviation
+    # 1 / (2 sqrt(pi)) of the noise's), times alpha = 0.1 * max(h, w) * scale.
+    alpha = 0.1 * 128
+    expected = alpha / (2 * np.sqrt(np.pi))
+    inner = field[:, 20:-20, 20:-20]  # the zero padding of the smoothing thins the borders
+    assert 0.8 * expected < inner[..., 0].std() < 1.2 * expected
+    assert 0.8 * expected < inner[..., 1].std() < 1.2 * expected
+    assert abs(np.corrcoef(inner[..., 0].ravel(), inner[..., 1].ravel())[0, 1]) < 0.2
+    # The warp samples each pixel at its displaced position: a whole-pixel shift is exact.
+    images = tf.reshape(tf.range(2 * 6 * 5, dtype=tf.float32), [2, 6, 5, 1])
+    shift = tf.concat([tf.ones([2, 6, 5, 1]), tf.fill([2, 6, 5, 1], -2.0)], axis=-1)
+    out = warp(images, shift, "bilinear", "nearest", 0.0).numpy()[..., 0]
+    src = images.numpy()[..., 0]
+    np.testing.assert_array_equal(out[:, :5, 2:], src[:, 1:, :3])
+    half = warp(images, shift * 0.5, "bilinear", "nearest", 0.0).numpy()[..., 0]
+    np.testing.assert_allclose(half[:, :5, 1:], (src[:, :5, :4] + src[:, 1:, :4]) / 2, atol=1e-5)
+
+
 def test_training_crops_keep_masks_on_their_images(tmp_path):
     write_pairs(tmp_path / "train", 8, size=(64, 64))
     recipe = seg_recipe(

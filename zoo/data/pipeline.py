@@ -162,7 +162,12 @@ def augmenter(recipe: Recipe):
 
     if not recipe.augment:
         return None
-    layers = [getattr(keras.layers, a.layer)(**a.args) for a in recipe.augment]
+    from zoo.data.elastic import REPLACEMENTS
+
+    layers = [
+        (REPLACEMENTS.get(a.layer) or getattr(keras.layers, a.layer))(**a.args)
+        for a in recipe.augment
+    ]
 
     class Seeds(keras.random.SeedGenerator):
         def __init__(self, key):  # no state variable: the sequence is a function of `key`

@@ -83,8 +83,9 @@ def _check_arguments(what: str, cls, args: dict, **fixed) -> None:
             ok = isinstance(value, bool)
         elif isinstance(default, int | float):
             ok = _is_number(value) or (
-                # Keras' *factor arguments take a (min, max) range as well as a number
-                key.endswith("factor")
+                # Keras' *factor arguments (and RandomElasticTransform's scale) take a
+                # (min, max) range as well as a number
+                (key.endswith("factor") or key == "scale")
                 and isinstance(value, list | tuple)
                 and len(value) == 2
                 and all(_is_number(v) for v in value)

@@ -292,6 +292,21 @@ def _corrupt_folder(root):
     return root
 
 
+@pytest.mark.parametrize("suffix", ["pgm", "ppm", "bmp", "tif", "webp"])
+def test_images_cut_short_without_an_end_marker_are_found(tmp_path, suffix):
+    from PIL import Image
+
+    from zoo.data.common import image_problem
+
+    path = tmp_path / f"face.{suffix}"
+    noise = np.random.default_rng(0).integers(0, 256, (40, 30, 3), np.uint8)
+    Image.fromarray(noise[..., 0] if suffix == "pgm" else noise).save(path)
+    assert image_problem(str(path)) is None
+    path.write_bytes(path.read_bytes()[:-200])
+    problem = image_problem(str(path))  # WebP's header reader already refuses it
+    assert problem.startswith("unreadable" if suffix == "webp" else "an image cut short")
+
+
 def test_corrupt_images_are_named_before_training_or_skipped(tmp_path):
     root = _corrupt_folder(tmp_path)
     args = dict(source="image_folder", path=str(root), image_size=[8, 8], channels=3)

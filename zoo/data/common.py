@@ -156,7 +156,9 @@ def labelled_arrays(cfg, train, test, names, seed) -> Source:
 
 def image_problem(path: str) -> str | None:
     """Why the image file `path` cannot be used (empty, not an image, cut short), or None.
-    Reads its header and its last bytes only: cheap enough for 100k files."""
+    JPEG, PNG and GIF files end in a marker, so their header and last bytes tell: cheap enough
+    for 100k files. Other formats (PGM and the other netpbm ones, BMP, TIFF, WebP) have none and
+    are decoded once here, as training would decode them every epoch."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -165,6 +167,11 @@ def image_problem(path: str) -> str | None:
             return "the file is empty"
         with Image.open(path) as image:
             kind = image.format
+            if kind not in ("JPEG", "PNG", "GIF"):
+                try:
+                    image.load()
+                except (OSError, ValueError, SyntaxError) as e:
+                    return f"an image cut short or damaged ({e})"
         with open(path, "rb") as f:
             f.seek(max(0, size - 4096))
             tail = f.read()

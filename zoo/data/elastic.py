@@ -15,7 +15,6 @@ import math
 
 import keras
 import tensorflow as tf
-from keras.src.random.seed_generator import draw_seed
 
 
 def _blur(noise, sigma, radius: int):
@@ -110,9 +109,9 @@ class RandomElasticTransform(keras.layers.RandomElasticTransform):
         # Keras' kernel reaches 3 sigma each side; the largest sigma the scale can draw sets it.
         _, top = self.get_elastic_transform_params(height, width, max(self.scale))
         radius = max(1, min(math.ceil(3 * top), max(height, width)))
-        noise = tf.random.stateless_normal(
-            [batch, height, width, 2], seed=draw_seed(transformation["seed"])
-        )
+        seed = transformation["seed"]  # a SeedGenerator: Keras' own, or zoo's pipeline's
+        seed = seed.next() if isinstance(seed, keras.random.SeedGenerator) else seed
+        noise = tf.random.stateless_normal([batch, height, width, 2], seed=tf.cast(seed, tf.int64))
         transformation["field"] = alpha * _blur(noise * sigma, sigma, radius)
         return transformation
 

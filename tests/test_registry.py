@@ -178,6 +178,27 @@ def test_headless_pooling(pooling, rank):
     assert model.output.shape[-1] == 64
 
 
+def test_wide_cifar_resnet():
+    # Wide ResNet's k (Zagoruyko & Komodakis 2016): each stage's filters times `width`.
+    wide = zoo.get("resnet20", width=2, include_top=False, pooling="avg")
+    assert wide.output.shape[-1] == 128
+    assert wide.get_layer("conv2_block1_1_conv").filters == 32
+    # Every convolution has twice the filters on both sides (4x the weights), but the stem's
+    # input side, the image's channels (2x).
+    plain = zoo.get("resnet20", include_top=False, pooling="avg")
+    convs = [w for w in plain.weights if w.name == "kernel"]
+    wide_convs = [w for w in wide.weights if w.name == "kernel"]
+    first = int(np.prod(convs[0].shape))  # the stem's input side does not widen
+    assert (
+        sum(int(np.prod(w.shape)) for w in wide_convs)
+        == 4 * sum(int(np.prod(w.shape)) for w in convs) - 2 * first
+    )
+    with pytest.raises(ZooError, match="width must be a positive integer"):
+        zoo.get("resnet20", width=0)
+    with pytest.raises(ZooError, match="width is for the CIFAR nets"):
+        zoo.get("resnet18", width=2)
+
+
 def test_any_channel_count_and_size():
     model = zoo.get("resnet18", input_shape=(96, 64, 4), classes=3)
     assert model.predict(np.zeros((1, 96, 64, 4), "float32"), verbose=0).shape == (1, 3)

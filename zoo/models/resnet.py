@@ -71,12 +71,13 @@ def _resnet(
     classifier_activation,
     shortcut: str,
     name: str,
+    width: int = 1,
 ):
     check_top(name, include_top, pooling, classes)
     if shortcut not in ("pad", "projection"):
         raise ZooError(f"{name}: shortcut must be 'pad' or 'projection', received {shortcut!r}")
     if stem == "cifar":
-        default, widths = (32, 32, 3), (16, 32, 64)
+        default, widths = (32, 32, 3), (16 * width, 32 * width, 64 * width)
     else:
         default, widths = (224, 224, 3), (64, 128, 256, 512)
     inputs = model_input(name, input_shape, default, min_size=8, fixed_size=False)
@@ -113,6 +114,8 @@ DOC = """{title}.
         shortcut: "{shortcut}" (the paper's choice here) or "{other}" for shortcuts that change
             shape: "pad" subsamples and zero-pads channels, "projection" is a 1x1 conv + BN.
         stem: {stem_doc}
+        width: the CIFAR nets' filters times `width` in every stage (Wide ResNet's k,
+            Zagoruyko & Komodakis 2016); 1 for the paper's nets, and for the ImageNet nets.
 
     Example:
 
@@ -137,11 +140,16 @@ def _variant(name, *, block, depths, stem):
         classifier_activation="softmax",
         shortcut: str = default_shortcut,
         stem: str = stem,
+        width: int = 1,
         name: str = name,
     ):
         allowed = ("imagenet", "small") if imagenet else ("cifar",)
         if stem not in allowed:
             raise ZooError(f"{name}: stem must be one of {allowed}, received {stem!r}")
+        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+            raise ZooError(f"{name}: width must be a positive integer, received {width!r}")
+        if imagenet and width != 1:
+            raise ZooError(f"{name}: width is for the CIFAR nets (16, 32, 64 filters); leave it 1")
         return _resnet(
             block=block,
             depths=depths,
@@ -154,6 +162,7 @@ def _variant(name, *, block, depths, stem):
             classifier_activation=classifier_activation,
             shortcut=shortcut,
             name=name,
+            width=width,
         )
 
     layers_count = (3 if block == "bottleneck" else 2) * sum(depths) + 2

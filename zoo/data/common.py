@@ -167,11 +167,12 @@ def image_problem(path: str) -> str | None:
             return "the file is empty"
         with Image.open(path) as image:
             kind = image.format
-            if kind not in ("JPEG", "PNG", "GIF"):
+            if kind not in ("JPEG", "PNG", "GIF"):  # no end marker to read: decode it
                 try:
                     image.load()
                 except (OSError, ValueError, SyntaxError) as e:
                     return f"an image cut short or damaged ({e})"
+                return None
         with open(path, "rb") as f:
             f.seek(max(0, size - 4096))
             tail = f.read()

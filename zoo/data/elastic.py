@@ -33,9 +33,8 @@ def _blur(noise, sigma, radius: int):
 def _fill(coords, size, mode: str):
     """Integer source coordinates inside [0, size) for `mode`, as RandomElasticTransform's
     documentation draws them, and (for "constant" only) where they were inside to begin with."""
-    inside = (coords >= 0) & (coords < size)
     if mode == "constant":
-        return tf.clip_by_value(coords, 0, size - 1), inside
+        return tf.clip_by_value(coords, 0, size - 1), (coords >= 0) & (coords < size)
     if mode == "nearest":
         return tf.clip_by_value(coords, 0, size - 1), None
     if mode == "wrap":

@@ -142,3 +142,9 @@ class RandomElasticTransform(keras.layers.RandomElasticTransform):
 
 # Layers zoo builds in place of Keras' own of the same name in [[augment]].
 REPLACEMENTS = {"RandomElasticTransform": RandomElasticTransform}
+
+
+def layer_class(name: str):
+    """The class zoo builds for the [[augment]] layer `name`: its own where REPLACEMENTS has
+    one, else Keras'. The recipe check and the input pipeline both ask here."""
+    return REPLACEMENTS.get(name) or getattr(keras.layers, name)

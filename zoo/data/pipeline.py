@@ -162,12 +162,9 @@ def augmenter(recipe: Recipe):
 
     if not recipe.augment:
         return None
-    from zoo.data.elastic import REPLACEMENTS
+    from zoo.data.elastic import layer_class
 
-    layers = [
-        (REPLACEMENTS.get(a.layer) or getattr(keras.layers, a.layer))(**a.args)
-        for a in recipe.augment
-    ]
+    layers = [layer_class(a.layer)(**a.args) for a in recipe.augment]
 
     class Seeds(keras.random.SeedGenerator):
         def __init__(self, key):  # no state variable: the sequence is a function of `key`

@@ -375,11 +375,9 @@ class AugmentLayer(BaseModel):
 
     @model_validator(mode="after")
     def _known_arguments(self):
-        import keras
+        from zoo.data.elastic import layer_class
 
-        _check_arguments(
-            f"augmentation layer {self.layer}", getattr(keras.layers, self.layer), self.args
-        )
+        _check_arguments(f"augmentation layer {self.layer}", layer_class(self.layer), self.args)
         return self
 
 

@@ -161,6 +161,29 @@ def test_cli_export_prints_the_parity_table(trained):
     assert code == 2 and "is for --format tflite" in err
 
 
+def test_cli_export_shows_no_converter_lines(trained, tmp_path):
+    """The converters' own lines (TFLite's "fully_quantize: 0, ...", LiteRT's "Created
+    TensorFlow Lite XNNPACK delegate", tf2onnx's FutureWarning) stay off the terminal: in a
+    fresh process, as a user runs it, without TF_CPP_MIN_LOG_LEVEL set."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    zoo_bin = Path(sys.executable).parent / "zoo"
+    for args in (["--format", "tflite", "--quantize", "int8"], ["--format", "onnx"]):
+        result = subprocess.run(
+            [str(zoo_bin), "export", str(trained), "--output", str(tmp_path), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "top-1 agreement" in result.stdout
+        assert result.stderr == "", (args, result.stderr[-2000:])
+
+
 def png_digits(tmp_path, trained):
     """Eval images of the trained recipe written as PNG files, with their labels."""
     from PIL import Image

@@ -151,7 +151,10 @@ def runner(path: Path, fmt: str):
         return lambda x: session.run(None, {name: x.astype(dtype)})[0]
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(path))
+    from zoo._startup import quiet_stderr
+
+    with quiet_stderr():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate" line
+        interpreter = Interpreter(model_path=str(path))
     # Tensors are allocated, and their details read, once per input shape: a call is the copy
     # in, invoke and the copy out (what a deployed interpreter does per inference).
     held = {"shape": None}
@@ -160,7 +163,8 @@ def runner(path: Path, fmt: str):
         if held["shape"] != x.shape:
             index = interpreter.get_input_details()[0]["index"]
             interpreter.resize_tensor_input(index, x.shape)
-            interpreter.allocate_tensors()
+            with quiet_stderr():
+                interpreter.allocate_tensors()
             held["shape"] = x.shape
             held["in"] = interpreter.get_input_details()[0]
             held["out"] = interpreter.get_output_details()[0]
@@ -310,8 +314,13 @@ def export(
     # Written under a temporary name, then moved over the old artifact: an export that fails
     # (or is killed) half-way leaves the previous one whole.
     tmp = path.with_name(f".{os.getpid()}-{path.name}")
+    from zoo._startup import quiet_stderr
+
     try:
-        target.export(str(tmp), format=keras_format, verbose=False, **options)
+        # The converters print their progress and notes (TFLite's "fully_quantize: 0, ...",
+        # tf2onnx's warnings) on file descriptor 2: shown only if the export fails.
+        with quiet_stderr():
+            target.export(str(tmp), format=keras_format, verbose=False, **options)
     except Exception as e:  # converters raise many types; the message names the layer
         _remove(tmp)
         raise ZooError(f"{format} export failed: {str(e).splitlines()[0]}") from e

@@ -77,7 +77,10 @@ def load(path) -> tuple:
     if kind == "tflite":
         from ai_edge_litert.interpreter import Interpreter
 
-        details = Interpreter(model_path=str(path)).get_input_details()[0]
+        from zoo._startup import quiet_stderr
+
+        with quiet_stderr():
+            details = Interpreter(model_path=str(path)).get_input_details()[0]
         shape = tuple(details["shape_signature"][1:])
     elif kind == "onnx":
         import onnxruntime

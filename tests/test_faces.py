@@ -358,8 +358,8 @@ def test_faces_run_verifies_unseen_identities(faces_run):
 
 def test_faces_export_int8_keeps_embeddings_and_auc(faces_run):
     report = zoo.export(faces_run, format="tflite", quantize="int8")
-    assert report["task"] == "faces" and report["agreement"] == "min_cosine"
-    assert report["min_cosine"] >= 0.98 and report["mean_cosine"] >= report["min_cosine"]
+    assert report["task"] == "faces" and report["agreement"] == "mean_cosine"
+    assert report["mean_cosine"] >= 0.98 and report["mean_cosine"] >= report["min_cosine"] > 0.9
     assert abs(report["export_roc_auc"] - report["keras_roc_auc"]) <= 0.01
 
 

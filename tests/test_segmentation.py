@@ -557,6 +557,45 @@ def test_deeplabv3plus_over_mobilenet_v2_trains_on_membranes_with_set_only(tmp_p
     assert model.get_layer("mobilenet_v2").get_layer("head_aspp_1_conv").dilation_rate == (6, 6)
 
 
+@pytest.mark.data
+def test_a_decoder_over_a_backbone_trains_without_tensorflow_lines(tmp_path):
+    """A user's zoo-train of an FPN over ResNet-18 (nearest-neighbour upsampling, whose
+    gradient transposes int32 shapes) writes nothing on stderr: no TensorFlow start-up lines,
+    and not oneDNN's "supports DT_INT32 only on platforms with AVX-512" of the first step."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "zoo-train"),
+            "unet_membrane_256",
+            "--set",
+            f"data.path='{shared_data('membrane')}'",
+            "--set",
+            "model={backbone='resnet18', head={decoder='fpn'}}",
+            "--set",
+            "data.channels=3",
+            "--set",
+            "data.image_size=[64, 64]",
+            "--set",
+            "fit.epochs=1",
+            "--set",
+            "fit.verbose=0",
+            "--output",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr == ""
+    assert (tmp_path / "run" / rundir.METRICS).is_file()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["deeplabv3plus_mobilenet_v2_pets", "unet_resnet50_pets"])
 def test_pets_recipes_train_on_tfds_mock_data(mock_tfds, name, tmp_path):

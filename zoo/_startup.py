@@ -54,6 +54,20 @@ def quiet_stderr():
             os.close(saved)
 
 
+def say_onednn_int32_note() -> None:
+    """TensorFlow with oneDNN writes "oneDNN supports DT_INT32 only on platforms with AVX-512.
+    Falling back to the default Eigen-based implementation if present." (an E-level line,
+    on CPUs with AVX-512 too) once per process, the first time it transposes an int32
+    tensor: the gradient of nearest-neighbour upsampling (the decoders over backbones) does
+    in the first training step. A 1x1 int32 transpose here has it said to a captured stderr.
+    Call it after the runtime is set up: an op run before then fixes TensorFlow's devices
+    and collective settings."""
+    import tensorflow as tf
+
+    with quiet_stderr():
+        tf.transpose(tf.zeros((1, 1), tf.int32))
+
+
 def import_tensorflow_quietly() -> None:
     """Imports TensorFlow and Keras (whose default backend is TensorFlow) without their start-up
     lines on stderr."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import keras
 
-from zoo import backbones, evaluation, rundir, runtime, tasks
+from zoo import _startup, backbones, evaluation, rundir, runtime, tasks
 from zoo import data as data_lib
 from zoo.errors import ZooError
 from zoo.recipes import Recipe, dumps, load_recipe
@@ -438,6 +438,8 @@ def _train(
         log(f"zoo: resuming after epoch {done} of {recipe.epochs}")
         if first > 0 and backed_up is None:
             trained.load_weights(run / rundir.phase_end(first - 1))
+    if keras.backend.backend() == "tensorflow":
+        _startup.say_onednn_int32_note()
     for k in range(first, len(phases)):
         phase = phases[k]
         end = starts[k] + phase.epochs if phase is not None else recipe.epochs

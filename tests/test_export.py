@@ -358,6 +358,22 @@ def test_bench_exports_reports_every_runtime(exported):
     assert len(table.splitlines()) == 6
 
 
+def test_bench_exports_what_is_missing_without_retracing_warnings(trained, tmp_path, caplog):
+    """bench --export on a run without exports makes the four in one process; TensorFlow's
+    logger would warn of tf.function retracing by the third."""
+    import logging
+    import shutil
+
+    from zoo.bench import bench_exports
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run, ignore=shutil.ignore_patterns("export"))
+    with caplog.at_level(logging.WARNING, logger="tensorflow"):
+        rows = bench_exports(run, repeats=1, warmup=0, batches=(1,))
+    assert len(rows) == 5 and all(Path(row["path"]).exists() for row in rows)
+    assert not [r.getMessage() for r in caplog.records if "retracing" in r.getMessage()]
+
+
 def _architectures():
     """zoo's own nets, and one keras.applications net per family."""
     from tests.test_registry import FAST_KERAS

@@ -54,6 +54,22 @@ def quiet_stderr():
             os.close(saved)
 
 
+@contextlib.contextmanager
+def quiet_tensorflow_logger():
+    """Raises TensorFlow's Python logger to ERROR for the block: its warnings of tf.function
+    retracing, which Keras models loaded and predicted one after another in a process (as
+    exports are) bring, though each is traced as it should be."""
+    import logging
+
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def say_onednn_int32_note() -> None:
     """TensorFlow with oneDNN writes "oneDNN supports DT_INT32 only on platforms with AVX-512.
     Falling back to the default Eigen-based implementation if present." (an E-level line,

@@ -3,7 +3,6 @@ and training speed (images/s, FLOPs, MFU)."""
 
 from __future__ import annotations
 
-import logging
 import statistics
 import time
 from pathlib import Path
@@ -63,18 +62,10 @@ def bench_exports(run, *, repeats: int = 50, warmup: int = 5, batches=(1, 32)) -
         x = np.random.default_rng(0).uniform(0, 255, (max(batches), *shape)).astype("float32")
         keras_fn = model.predict_on_batch
     candidates = [("Keras", run / rundir.MODEL, keras_fn)]
-    # Each export loads the model and predicts the parity examples: after a few of them in one
-    # process TensorFlow's logger warns of "tf.function retracing", which is expected here.
-    tf_logger = logging.getLogger("tensorflow")
-    level = tf_logger.level
     for label, fmt, quantize in EXPORTS:
         path = run / "export" / artifact_name(fmt, quantize)
         if not path.exists():
-            tf_logger.setLevel(logging.ERROR)
-            try:
-                export(run, format=fmt, quantize=quantize)
-            finally:
-                tf_logger.setLevel(level)
+            export(run, format=fmt, quantize=quantize)
         if texts:
             from zoo.predict import load
 

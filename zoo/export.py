@@ -299,7 +299,12 @@ def export(
     images, targets, class_names = _eval_batches(recipe, model, samples)
     path = out_dir / artifact_name(format, quantize, full_integer, input_dtype, any_size)
     # Predicting first also "calls" a freshly loaded model, which the ONNX exporter requires.
-    reference = model.predict(images, verbose=0, batch_size=64)
+    from zoo._startup import quiet_stderr, quiet_tensorflow_logger
+
+    # Exports one after another in a process (zoo bench --export makes four) would each bring
+    # TensorFlow's warnings of tf.function retracing.
+    with quiet_tensorflow_logger():
+        reference = model.predict(images, verbose=0, batch_size=64)
     keras_format = {"savedmodel": "tf_saved_model", "tflite": "litert", "onnx": "onnx"}[format]
     # What is converted (the model behind the users' input, or a text model's token-id
     # network), how eval inputs become its inputs, and files that go beside it.
@@ -310,12 +315,11 @@ def export(
         full_integer,
     )
     if target is not model:
-        target.predict(feed(images[:1]), verbose=0)  # "called", for ONNX
+        with quiet_tensorflow_logger():
+            target.predict(feed(images[:1]), verbose=0)  # "called", for ONNX
     # Written under a temporary name, then moved over the old artifact: an export that fails
     # (or is killed) half-way leaves the previous one whole.
     tmp = path.with_name(f".{os.getpid()}-{path.name}")
-    from zoo._startup import quiet_stderr
-
     try:
         # The converters print their progress and notes (TFLite's "fully_quantize: 0, ...",
         # tf2onnx's warnings) on file descriptor 2: shown only if the export fails.

@@ -153,8 +153,7 @@ def runner(path: Path, fmt: str):
 
     from zoo._startup import quiet_stderr
 
-    with quiet_stderr():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate" line
-        interpreter = Interpreter(model_path=str(path))
+    interpreter = Interpreter(model_path=str(path))
     # Tensors are allocated, and their details read, once per input shape: a call is the copy
     # in, invoke and the copy out (what a deployed interpreter does per inference).
     held = {"shape": None}
@@ -163,7 +162,7 @@ def runner(path: Path, fmt: str):
         if held["shape"] != x.shape:
             index = interpreter.get_input_details()[0]["index"]
             interpreter.resize_tensor_input(index, x.shape)
-            with quiet_stderr():
+            with quiet_stderr():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate"
                 interpreter.allocate_tensors()
             held["shape"] = x.shape
             held["in"] = interpreter.get_input_details()[0]

@@ -77,10 +77,7 @@ def load(path) -> tuple:
     if kind == "tflite":
         from ai_edge_litert.interpreter import Interpreter
 
-        from zoo._startup import quiet_stderr
-
-        with quiet_stderr():
-            details = Interpreter(model_path=str(path)).get_input_details()[0]
+        details = Interpreter(model_path=str(path)).get_input_details()[0]
         shape = tuple(details["shape_signature"][1:])
     elif kind == "onnx":
         import onnxruntime

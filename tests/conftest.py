@@ -1,9 +1,28 @@
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# The start of a line of TensorFlow's C++ logging (absl's format: "E0000 00:00:1796146968...").
+TF_LOG_LINE = re.compile(r"[IWEF]\d{4} \d\d:\d\d:")
+
+
+def run_as_user(command: str, *args: str) -> subprocess.CompletedProcess:
+    """One of this environment's console scripts (zoo, zoo-train) in a fresh process, as a
+    user runs it: without the TF_CPP_MIN_LOG_LEVEL the tests set."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run(
+        [str(Path(sys.executable).parent / command), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
 
 
 def shared_data(name: str) -> Path:

@@ -1,6 +1,7 @@
 """Exports of a small trained model in every format and quantization, reloaded and compared."""
 
 import json
+import re
 from pathlib import Path
 
 import keras
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 import zoo
+from tests.conftest import TF_LOG_LINE, run_as_user
 from zoo.errors import ZooError
 from zoo.export import ParityError, export, runner
 from zoo.recipes import load_recipe
@@ -165,25 +167,12 @@ def test_cli_export_shows_no_converter_lines(trained, tmp_path):
     """The converters' own lines (TFLite's "fully_quantize: 0, ...", LiteRT's "Created
     TensorFlow Lite XNNPACK delegate", tf2onnx's FutureWarning) stay off the terminal: in a
     fresh process, as a user runs it, without TF_CPP_MIN_LOG_LEVEL set."""
-    import os
-    import re
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    zoo_bin = Path(sys.executable).parent / "zoo"
     for args in (["--format", "tflite", "--quantize", "int8"], ["--format", "onnx"]):
-        result = subprocess.run(
-            [str(zoo_bin), "export", str(trained), "--output", str(tmp_path), *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=600,
-        )
+        result = run_as_user("zoo", "export", str(trained), "--output", str(tmp_path), *args)
         assert result.returncode == 0, result.stderr[-2000:]
         assert "top-1 agreement" in result.stdout
         for line in result.stderr.splitlines():
-            assert not re.match(r"[IWEF]\d{4} \d\d:\d\d:", line), line  # absl's C++ log lines
+            assert not TF_LOG_LINE.match(line), line
             assert not re.search("fully_quantize|XNNPACK|FutureWarning", line), line
 
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import zoo
-from tests.conftest import shared_data
+from tests.conftest import TF_LOG_LINE, run_as_user, shared_data
 from zoo import rundir
 from zoo.data import build
 from zoo.errors import ZooError
@@ -560,41 +560,22 @@ def test_deeplabv3plus_over_mobilenet_v2_trains_on_membranes_with_set_only(tmp_p
 @pytest.mark.data
 def test_a_decoder_over_a_backbone_trains_without_tensorflow_lines(tmp_path):
     """A user's zoo-train of an FPN over ResNet-18 (nearest-neighbour upsampling, whose
-    gradient transposes int32 shapes) writes nothing on stderr: no TensorFlow start-up lines,
-    and not oneDNN's "supports DT_INT32 only on platforms with AVX-512" of the first step."""
-    import os
-    import re
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "zoo-train"),
-            "unet_membrane_256",
-            "--set",
-            f"data.path='{shared_data('membrane')}'",
-            "--set",
-            "model={backbone='resnet18', head={decoder='fpn'}}",
-            "--set",
-            "data.channels=3",
-            "--set",
-            "data.image_size=[64, 64]",
-            "--set",
-            "fit.epochs=1",
-            "--set",
-            "fit.verbose=0",
-            "--output",
-            str(tmp_path / "run"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
+    gradient transposes int32 shapes) shows none of TensorFlow's C++ log lines: no start-up
+    lines, and not oneDNN's "supports DT_INT32 only on platforms with AVX-512" of the first
+    step."""
+    sets = [
+        f"data.path='{shared_data('membrane')}'",
+        "model={backbone='resnet18', head={decoder='fpn'}}",
+        "data.channels=3",
+        "data.image_size=[64, 64]",
+        "fit.epochs=1",
+        "fit.verbose=0",
+    ]
+    args = [a for value in sets for a in ("--set", value)]
+    result = run_as_user("zoo-train", "unet_membrane_256", *args, "--output", str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr[-2000:]
-    for line in result.stderr.splitlines():  # none of absl's C++ log lines ("E0000 00:00:...")
-        assert not re.match(r"[IWEF]\d{4} \d\d:\d\d:", line), line
+    for line in result.stderr.splitlines():
+        assert not TF_LOG_LINE.match(line), line
     assert (tmp_path / "run" / rundir.METRICS).is_file()
 
 

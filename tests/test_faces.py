@@ -16,7 +16,7 @@ import zoo
 from tests.conftest import shared_data
 from tests.test_export import zoo_cli
 from zoo import verification
-from zoo.data import image_folder
+from zoo.data import build, image_folder
 from zoo.data.common import identity_split
 from zoo.errors import ZooError
 from zoo.layers import CosineLogits
@@ -73,6 +73,18 @@ def test_margin_loss_is_the_cross_entropy_of_its_logits():
     assert float(loss(np.array([0]), cos)) == pytest.approx(want, rel=1e-5)
     with pytest.raises(ValueError, match="scale > 0"):
         MarginLoss(scale=0.0)
+
+
+def test_margin_loss_of_an_ensemble_is_the_mean_of_its_members_losses():
+    # (batch, members, classes): each member's cosines against the same labels.
+    rng = np.random.default_rng(0)
+    cos = rng.uniform(-1, 1, (4, 3, 5)).astype("float32")
+    labels = np.array([0, 3, 1, 4])
+    loss = MarginLoss(scale=5.0, m2=0.5, reduction=None)
+    got = keras.ops.convert_to_numpy(loss(labels, cos))
+    each = [keras.ops.convert_to_numpy(loss(labels, cos[:, k])) for k in range(3)]
+    np.testing.assert_allclose(got, np.mean(each, axis=0), rtol=1e-5)
+    assert got.shape == (4,)
 
 
 def test_cosine_logits_are_cosines_to_the_class_centres():
@@ -282,6 +294,8 @@ def test_identity_folders_without_images_and_unreadable_files(tmp_path):
         (["model.head.margins=[1.0, 0.2, 0.1]"], 'go with compile.loss = "combined"'),
         (["model.head.margin=2.0"], "model.head.margin"),
         (["data.source='segmentation_folder'"], "segmentation_masks"),
+        (['phases=[{epochs=1, trainable="head"}]'], r"phases\[0\].trainable 'head': .*ensemble"),
+        (["model.head.ensemble=0"], "model.head.ensemble"),
     ],
 )
 def test_faces_recipe_errors(overrides, message):
@@ -307,13 +321,15 @@ def test_eval_identities_required_for_faces_and_refused_elsewhere(tmp_path):
 
 @pytest.fixture(scope="module")
 def faces_run(tmp_path_factory):
-    """ArcFace over a small ResNet, trained briefly on 30 AT&T identities, 10 held out."""
+    """The recipe (ArcFace over an ensemble of small ResNets: two here, three in the recipe),
+    trained briefly on 30 AT&T identities, 10 held out."""
     path = shared_data("att_faces")
     recipe = load_recipe(
         "arcface_att_faces",
         [
             f"data.path='{path}'",
             "data.image_size=[32, 28]",
+            "model.head.ensemble=2",
             'phases=[{epochs=2, loss="softmax"}, {epochs=3}]',
             "fit.verbose=0",
         ],
@@ -335,25 +351,36 @@ def test_faces_run_verifies_unseen_identities(faces_run):
     for name in ("roc.png", "similarities.png", "curves.png", "verification.json"):
         assert (faces_run / name).is_file(), name
     saved = json.loads((faces_run / "verification.json").read_text())
-    assert saved["threshold"] == metrics["threshold"] and saved["embedding_dim"] == 128
-    # The saved model is the embedding model: image in, unit vector out.
+    assert saved["threshold"] == metrics["threshold"] and saved["embedding_dim"] == 2 * 128
+    # The saved model is the embedding model: image in, unit vector out; the two members'
+    # embeddings joined, so its cosine is the mean of theirs.
     model = keras.saving.load_model(faces_run / "model.keras")
-    assert len(model.inputs) == 1 and tuple(model.output.shape) == (None, 128)
+    assert len(model.inputs) == 1 and tuple(model.output.shape) == (None, 2 * 128)
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 28, 1)).astype("float32")
-    np.testing.assert_allclose(np.linalg.norm(model.predict(x, verbose=0), axis=1), 1, rtol=1e-5)
-    # The recipe whitens: the head's vectors (before their normalisation) of the training
-    # identities' images (read here with Pillow, as zoo predict reads them) are centred, and
-    # their within-class spread is even (a trained net's own has a largest eigenvalue about
-    # 14 times the mean; 2.9 whitened).
+    joined = model.predict(x, verbose=0)
+    np.testing.assert_allclose(np.linalg.norm(joined, axis=1), 1, rtol=1e-5)
+    before, members = faces._heads(model)
+    assert [m.name for m in members] == ["resnet20_0", "resnet20_1"]
+    pre = x
+    for layer in before:
+        pre = keras.ops.convert_to_numpy(layer(pre))
+    each = [m.predict(pre, verbose=0) for m in members]
+    np.testing.assert_allclose(joined, np.concatenate(each, 1) / np.sqrt(2), atol=1e-5)
+    assert np.abs(each[0] - each[1]).max() > 0.1  # they learned apart
+    # The recipe whitens each member: its head's vectors (before their normalisation) of the
+    # training identities' images (read here with Pillow, as zoo predict reads them) are
+    # centred, and their within-class spread is even (a trained net's own has a largest
+    # eigenvalue about 14 times the mean; 2.9 whitened).
     from zoo.predict import read_image
 
     files, labels = image_folder.list_images(Path(shared_data("att_faces")), metrics["classes"])
     images = np.stack([read_image(f, (32, 28, 1)) for f in files])
-    vectors, _ = faces.head_vectors(model, [(images, labels)])
-    assert np.linalg.norm(vectors.mean(0)) < 0.05 * np.linalg.norm(vectors, axis=1).mean()
-    within = vectors - np.stack([vectors[labels == c].mean(0) for c in labels])
-    spread = np.linalg.eigvalsh(np.cov(within.T))
-    assert spread.max() / spread.mean() < 5, spread
+    for member in members:
+        vectors, _ = faces.head_vectors(model, [(images, labels)], member)
+        assert np.linalg.norm(vectors.mean(0)) < 0.05 * np.linalg.norm(vectors, axis=1).mean()
+        within = vectors - np.stack([vectors[labels == c].mean(0) for c in labels])
+        spread = np.linalg.eigvalsh(np.cov(within.T))
+        assert spread.max() / spread.mean() < 5, spread
 
 
 def test_faces_export_int8_keeps_embeddings_and_auc(faces_run):
@@ -395,7 +422,7 @@ def test_verify_embed_identify_commands(faces_run, tmp_path):
     )
     code, out, _ = zoo_cli("embed", str(faces_run), str(a), str(c), "--json")
     rows = json.loads(out)
-    assert len(rows) == 2 and len(rows[0]["embedding"]) == 128
+    assert len(rows) == 2 and len(rows[0]["embedding"]) == 2 * 128  # two members
     assert np.linalg.norm(rows[0]["embedding"]) == pytest.approx(1, abs=1e-5)
     # A gallery of the unseen identities, the probe image left out.
     gallery = tmp_path / "gallery"
@@ -445,8 +472,6 @@ def test_face_commands_refuse_bad_input(faces_run, tmp_path):
 def test_lfw_recipe_splits_tfds_names_by_identity(mock_tfds):
     import tensorflow as tf
 
-    from zoo.data import build
-
     names = [f"person_{k}" for k in range(6)]
 
     def fake_lfw(self, split, decoders=None, read_config=None, **kwargs):
@@ -475,6 +500,42 @@ def test_lfw_recipe_splits_tfds_names_by_identity(mock_tfds):
     assert np.bincount(held).tolist() == [4, 4]
 
 
+def test_an_ensemble_is_one_embedding_model_whose_phases_reach_every_member():
+    from zoo.training import _set_trainable, build_model
+
+    recipe = load_recipe(
+        "arcface_att_faces",
+        [
+            "data.image_size=[32, 28]",
+            "model.head.ensemble=3",
+            "phases=[{epochs=1}, {epochs=1, freeze_batchnorm=true}]",
+        ],
+    )
+    model = build_model(recipe, classes=30)
+    assert tuple(model.output.shape) == (None, 3 * 128)
+    before, members = faces._heads(model)
+    assert len(members) == 3 and len(before) == 1  # the rescaling, then the members
+    # The training graph: each member's cosines against its own 30 centres.
+    trained = faces.trainer(recipe, model, 30)
+    assert tuple(trained.output.shape) == (None, 3, 30)
+    net = model.get_layer("resnet20_x3")
+    _set_trainable(recipe, net, recipe.phases[1])
+    norms = [
+        layer
+        for m in members
+        for layer in m.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    assert len(norms) == 3 * len(norms) // 3 > 3 and not any(n.trainable for n in norms)
+    _set_trainable(recipe, net, recipe.phases[0])
+    assert all(n.trainable for n in norms)
+    # Under mixed precision the embedding and the cosines stay float32.
+    mixed = build_model(recipe, classes=30, precision="mixed_bfloat16")
+    joined = mixed.get_layer("resnet20_x3").get_layer("members")
+    assert mixed.output.dtype == "float32" and joined.compute_dtype == "float32"
+    assert faces.trainer(recipe, mixed, 30).output.dtype == "float32"
+
+
 @pytest.mark.slow
 def test_faces_run_resumes_with_its_class_centres(tmp_path):
     """A crash in the margin phase: the resumed run starts from the backed-up centres."""
@@ -489,6 +550,7 @@ def test_faces_run_resumes_with_its_class_centres(tmp_path):
             "data.max_per_class=3",
             "data.eval_identities=5",
             "data.batch_size=16",
+            "model.head.ensemble=1",
             'phases=[{epochs=1, loss="softmax"}, {epochs=2}]',
             "fit.verbose=0",
         ],
@@ -542,6 +604,8 @@ def test_faces_benchmark_scores_zoo_and_eigenfaces_on_one_draw(tmp_path):
             "data.image_size=[32, 28]",
             "--set",
             'phases=[{epochs=1, loss="softmax"}, {epochs=1}]',
+            "--set",
+            "model.head.ensemble=1",
             "--keep",
             str(tmp_path),
         ],

@@ -1,5 +1,6 @@
 """Every shipped recipe loads and builds its model; recipe errors name the key and the value."""
 
+import keras
 import pytest
 
 import zoo
@@ -32,14 +33,16 @@ def test_recipe_loads_and_builds(path):
         return
     height, width = recipe.data.image_size
     assert tuple(model.input.shape) == (None, height, width, recipe.data.channels)
-    # One class per image, or per pixel (at the input's size), or an embedding.
+    # One class per image, or per pixel (at the input's size), or an embedding (an ensemble's
+    # members' joined).
+    head = recipe.model.head or {}
     expected = {
         "classification": (None, 7),
         "segmentation": (None, height, width, 7),
-        "faces": (None, (recipe.model.head or {}).get("embedding_dim", 128)),
+        "faces": (None, head.get("embedding_dim", 128) * head.get("ensemble", 1)),
     }
     assert tuple(model.output.shape) == expected[recipe.task]
-    net = model.get_layer(recipe.model.label)
+    net = next(layer for layer in model.layers if isinstance(layer, keras.Model))
     for phase in recipe.phases:  # every phase names layers the net has, and trains some
         assert _set_trainable(recipe, net, phase) > 0
 

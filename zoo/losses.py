@@ -126,7 +126,9 @@ class MarginLoss(keras.losses.Loss):
     ArcFace (Deng et al. 2019) is (1, m, 0), CosFace (Wang et al. 2018) (1, 0, m), the
     normalised softmax without margin (1, 0, 0). Where m1·θ + m2 passes π, cos would rise
     again; the true-class logit is then cos θ − m2·sin(m2) − m3, as ArcFace's reference code
-    does. Targets are integer class ids; predictions the cosines of `zoo.layers.CosineLogits`.
+    does. Targets are integer class ids; predictions the cosines of `zoo.layers.CosineLogits`,
+    (batch, classes), or an ensemble's (batch, members, classes), whose loss is the mean of the
+    members' losses.
 
     Args:
         scale: s, the inverse temperature of the softmax.
@@ -179,6 +181,14 @@ class MarginLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         ids = ops.reshape(ops.cast(y_true, "int32"), (-1,))
+        if len(y_pred.shape) == 3:  # (B, members, classes): each member's loss, averaged
+            members = y_pred.shape[1]
+            ids = ops.reshape(ops.repeat(ids[:, None], members, axis=1), (-1,))
+            cos = ops.reshape(y_pred, (-1, y_pred.shape[-1]))
+            per = keras.losses.sparse_categorical_crossentropy(
+                ids, self.logits(ids, cos), from_logits=True
+            )
+            return ops.mean(ops.reshape(per, (-1, members)), axis=1)
         return keras.losses.sparse_categorical_crossentropy(
             ids, self.logits(y_true, y_pred), from_logits=True
         )

@@ -510,7 +510,7 @@ def _set_trainable(recipe: Recipe, net: keras.Model, phase: PhaseConfig) -> int:
     except ZooError as e:
         raise ZooError(f"recipe {recipe.name}: phases: trainable {phase.trainable!r}: {e}") from e
     if phase.freeze_batchnorm:
-        for layer in backbones.leaves(net).values():
+        for layer in backbones.sublayers(net):
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False
     return int(sum(math.prod(w.shape) for w in net.trainable_weights))

@@ -22,7 +22,7 @@ import keras
 from zoo import registry
 from zoo.backbones import apps
 from zoo.backbones.apps import KERAS, KerasBackbone, has_builtin_preprocessing
-from zoo.backbones.freezing import set_trainable, trainable_layers
+from zoo.backbones.freezing import set_trainable, sublayers, trainable_layers
 from zoo.backbones.taps import LEVELS, deepest, is_head, tap_filter, taps
 from zoo.backbones.weights import is_saved_model, leaves, load_source, transfer
 from zoo.errors import ZooError, suggest
@@ -40,6 +40,7 @@ __all__ = [
     "load_source",
     "names",
     "set_trainable",
+    "sublayers",
     "tap_filter",
     "taps",
     "trainable_layers",

@@ -56,3 +56,17 @@ def set_trainable(net: keras.Model, trainable: str, found: dict[str, str]) -> No
     keep = set(trainable_layers(net, trainable, found))
     for layer in net.layers:
         layer.trainable = layer.name in keep
+        # A nested model (an ensemble's member) does not pass it on to layers that were set
+        # apart (a frozen BatchNormalization): each is set.
+        for inner in sublayers(layer):
+            inner.trainable = layer.trainable
+
+
+def sublayers(model):
+    """Every layer of `model` that is not itself a model, nested models' included (an ensemble's
+    members have layers of the same names); none for a layer that is not a model."""
+    for layer in getattr(model, "layers", None) or ():
+        if isinstance(layer, keras.Model):
+            yield from sublayers(layer)
+        else:
+            yield layer

@@ -53,7 +53,8 @@ class Head(BaseModel):
     """The embedding head over `model.backbone` (zoo.heads.embedding) and the margin softmax
     that trains it: `scale` s (default: see `scale`), `margin` m of ArcFace (radians, default
     0.5) or CosFace (default 0.35), `margins` (m1, m2, m3) of the combined loss; `whitening`
-    "within_class" to whiten the embeddings once trained (see `finish`)."""
+    "within_class" to whiten the embeddings once trained (see `finish`); `ensemble` N > 1 for
+    N such nets, each over its own backbone, trained side by side (see `net`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     embedding_dim: Annotated[int, Field(gt=0)] = 128
@@ -63,6 +64,7 @@ class Head(BaseModel):
     margin: Annotated[float, Field(ge=0, lt=math.pi / 2)] | None = None
     margins: Annotated[list[float], Field(min_length=3, max_length=3)] | None = None
     whitening: Literal["none", "within_class"] = "none"
+    ensemble: Annotated[int, Field(ge=1, le=16)] = 1
 
 
 def check(recipe) -> None:
@@ -101,6 +103,14 @@ def check(recipe) -> None:
             "(0.25) of the identities"
         )
     head = _common.head_config(recipe, Head)
+    if head.ensemble > 1:
+        for k, phase in enumerate(recipe.phases):
+            if phase.trainable != "all":
+                raise ValueError(
+                    f"phases[{k}].trainable {phase.trainable!r}: model.head.ensemble "
+                    f'{head.ensemble} trains each member whole; leave trainable out ("all") '
+                    "or set model.head.ensemble = 1"
+                )
     combined = any(name == "combined" for _, name in _common.losses(recipe))
     if head.margins is not None:
         m1, m2, m3 = head.margins
@@ -139,27 +149,59 @@ serving = _common.image_serving
 
 def net(recipe, shape, classes: int, activation, preprocessing):
     """The embedding model: the embedding head over the backbone (`classes` is the training
-    model's; see `trainer`)."""
+    model's; see `trainer`).
+
+    With `model.head.ensemble` N > 1, N of them (`<backbone>_0` ...), each from its own random
+    start, in one model whose embedding is theirs joined (layer `members`) and normalised: its
+    cosine similarity is the mean of theirs. `trainer` gives each its own class centres and
+    the loss is the mean of their margin losses, so they learn apart on the same batches; the
+    whitening is each member's own."""
+    import keras
+
     from zoo import heads
 
     head = _common.head_config(recipe, Head)
-    return heads.embedding(
-        _common.features(recipe, shape, _common.model_args(recipe), preprocessing),
-        head.embedding_dim,
-        pooling=head.pooling,
-        dropout=head.dropout,
-        name=recipe.model.backbone,
-    )
+    nets = [
+        heads.embedding(
+            _common.features(recipe, shape, _common.model_args(recipe), preprocessing),
+            head.embedding_dim,
+            pooling=head.pooling,
+            dropout=head.dropout,
+            name=recipe.model.backbone if head.ensemble == 1 else f"{recipe.model.backbone}_{k}",
+        )
+        for k in range(head.ensemble)
+    ]
+    if head.ensemble == 1:
+        return nets[0]
+    x = keras.Input(shape, name="members_input")
+    # float32 as the members' unit vectors are, under mixed precision too.
+    joined = keras.layers.Concatenate(dtype="float32", name="members")([n(x) for n in nets])
+    out = keras.layers.UnitNormalization(axis=-1, dtype="float32", name="embedding")(joined)
+    return keras.Model(x, out, name=f"{recipe.model.backbone}_x{head.ensemble}")
 
 
 def trainer(recipe, model, classes: int):
     """The model `fit` trains: the embedding model's output against `classes` class centres,
-    as cosines (the loss adds the margin and the scale)."""
+    as cosines (the loss adds the margin and the scale); for an ensemble, each member's
+    against centres of its own, (batch, members, classes)."""
     import keras
 
     from zoo.layers import CosineLogits
 
-    cosines = CosineLogits(classes, name="head_centres")(model.output)
+    before, nets = _heads(model)
+    if len(nets) == 1:
+        cosines = CosineLogits(classes, name="head_centres")(model.output)
+        return keras.Model(model.input, cosines, name=f"{model.name}_training")
+    x = model.input
+    for layer in before:
+        x = layer(x)
+    rows = [
+        keras.layers.Reshape((1, classes), dtype="float32", name=f"head_row_{k}")(
+            CosineLogits(classes, name=f"head_centres_{k}")(n(x))
+        )
+        for k, n in enumerate(nets)
+    ]
+    cosines = keras.layers.Concatenate(axis=1, dtype="float32", name="head_members")(rows)
     return keras.Model(model.input, cosines, name=f"{model.name}_training")
 
 
@@ -205,12 +247,32 @@ def _head(model):
     raise ZooError(f"{model.name} has no embedding head (no layer head_bn)")
 
 
-def head_vectors(model, dataset) -> tuple[np.ndarray, np.ndarray]:
+def _heads(model):
+    """(the layers before the embedding nets, the nets): one net, or an ensemble's members
+    (see `net`), whether `model` is the ensemble or holds it after its preprocessing."""
+    import keras
+
+    def members(m):
+        if any(layer.name == "members" for layer in m.layers):
+            return [layer for layer in m.layers if isinstance(layer, keras.Model)]
+        return None
+
+    if members(model):
+        return (), members(model)
+    for k, layer in enumerate(model.layers):
+        if isinstance(layer, keras.Model) and members(layer):
+            return tuple(model.layers[1:k]), members(layer)
+    before, net = _head(model)
+    return before, [net]
+
+
+def head_vectors(model, dataset, net=None) -> tuple[np.ndarray, np.ndarray]:
     """(the embedding head's vectors before their normalisation, labels) of a dataset of
     (images, labels) batches."""
     import keras
 
-    before, net = _head(model)
+    before, nets = _heads(model)
+    net = nets[0] if net is None else net
     inner = keras.Model(net.input, net.get_layer("head_bn").output)
     x = model.input
     for layer in before:
@@ -252,8 +314,9 @@ def finish(model, data, recipe) -> bool:
     last normalisation) into the head (`fold_whitening`). Returns whether the model changed."""
     if _common.head_config(recipe, Head).whitening == "none":
         return False
-    vectors, labels = head_vectors(model, data.train_unaugmented)
-    fold_whitening(model, *within_class_whitening(vectors, labels))
+    for net in _heads(model)[1]:
+        vectors, labels = head_vectors(model, data.train_unaugmented, net)
+        fold_whitening(net, *within_class_whitening(vectors, labels))
     return True
 
 
@@ -271,9 +334,21 @@ def loss(recipe, classes: int):
     )
 
 
+def _member_accuracy(y_true, y_pred):
+    """Each member's top-1 accuracy on the training identities, averaged over the members:
+    (batch, members, classes) cosines against (batch,) labels."""
+    from keras import ops
+
+    ids = ops.cast(ops.reshape(y_true, (-1, 1)), "int32")
+    hits = ops.cast(ops.equal(ops.cast(ops.argmax(y_pred, axis=-1), "int32"), ids), "float32")
+    return ops.mean(hits, axis=-1)
+
+
 def metrics(recipe, classes: int) -> list:
     import keras
 
+    if _common.head_config(recipe, Head).ensemble > 1:
+        return [keras.metrics.MeanMetricWrapper(_member_accuracy, name="accuracy")]
     return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
 
 

@@ -268,7 +268,8 @@ def _heads(model):
 
 def head_vectors(model, dataset, net=None) -> tuple[np.ndarray, np.ndarray]:
     """(the embedding head's vectors before their normalisation, labels) of a dataset of
-    (images, labels) batches."""
+    (images, labels) batches; `net` names the ensemble member (default: the first, or the only
+    net)."""
     import keras
 
     before, nets = _heads(model)

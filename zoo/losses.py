@@ -181,17 +181,14 @@ class MarginLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         ids = ops.reshape(ops.cast(y_true, "int32"), (-1,))
-        if len(y_pred.shape) == 3:  # (B, members, classes): each member's loss, averaged
-            members = y_pred.shape[1]
+        members = y_pred.shape[1] if len(y_pred.shape) == 3 else None
+        if members:  # (B, members, classes): one row per member, each with its image's label
             ids = ops.reshape(ops.repeat(ids[:, None], members, axis=1), (-1,))
-            cos = ops.reshape(y_pred, (-1, y_pred.shape[-1]))
-            per = keras.losses.sparse_categorical_crossentropy(
-                ids, self.logits(ids, cos), from_logits=True
-            )
-            return ops.mean(ops.reshape(per, (-1, members)), axis=1)
-        return keras.losses.sparse_categorical_crossentropy(
-            ids, self.logits(y_true, y_pred), from_logits=True
+            y_pred = ops.reshape(y_pred, (-1, y_pred.shape[-1]))
+        loss = keras.losses.sparse_categorical_crossentropy(
+            ids, self.logits(ids, y_pred), from_logits=True
         )
+        return loss if members is None else ops.mean(ops.reshape(loss, (-1, members)), axis=1)
 
     def get_config(self):
         return {

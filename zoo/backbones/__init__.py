@@ -22,9 +22,9 @@ import keras
 from zoo import registry
 from zoo.backbones import apps
 from zoo.backbones.apps import KERAS, KerasBackbone, has_builtin_preprocessing
-from zoo.backbones.freezing import set_trainable, sublayers, trainable_layers
+from zoo.backbones.freezing import set_trainable, trainable_layers
 from zoo.backbones.taps import LEVELS, deepest, is_head, tap_filter, taps
-from zoo.backbones.weights import is_saved_model, leaves, load_source, transfer
+from zoo.backbones.weights import is_saved_model, leaves, load_source, sublayers, transfer
 from zoo.errors import ZooError, suggest
 
 __all__ = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 from zoo.backbones.taps import LEVELS, is_head
+from zoo.backbones.weights import sublayers
 from zoo.errors import ZooError, suggest
 
 
@@ -60,13 +61,3 @@ def set_trainable(net: keras.Model, trainable: str, found: dict[str, str]) -> No
         # apart (a frozen BatchNormalization): each is set.
         for inner in sublayers(layer):
             inner.trainable = layer.trainable
-
-
-def sublayers(model):
-    """Every layer of `model` that is not itself a model, nested models' included (an ensemble's
-    members have layers of the same names); none for a layer that is not a model."""
-    for layer in getattr(model, "layers", None) or ():
-        if isinstance(layer, keras.Model):
-            yield from sublayers(layer)
-        else:
-            yield layer

@@ -23,15 +23,23 @@ def load_source(path) -> keras.Model:
     return rundir.load(path, what="backbone weights", compile=False)[0]
 
 
-def leaves(model) -> dict:
-    """Every layer that is not itself a model, by name, nested models flattened (outer first)."""
-    out = {}
-    for layer in model.layers:
+def sublayers(model):
+    """Every layer of `model` that is not itself a model, nested models' included, in graph
+    order (an ensemble's members have layers of the same names); none for a layer that is not
+    a model."""
+    for layer in getattr(model, "layers", None) or ():
         if isinstance(layer, keras.Model):
-            for name, inner in leaves(layer).items():
-                out.setdefault(name, inner)
+            yield from sublayers(layer)
         else:
-            out.setdefault(layer.name, layer)
+            yield layer
+
+
+def leaves(model) -> dict:
+    """Every layer that is not itself a model, by name, nested models flattened (outer first):
+    the first of `sublayers` of each name."""
+    out = {}
+    for layer in sublayers(model):
+        out.setdefault(layer.name, layer)
     return out
 
 

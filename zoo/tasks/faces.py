@@ -257,11 +257,11 @@ def _heads(model):
             return [layer for layer in m.layers if isinstance(layer, keras.Model)]
         return None
 
-    if members(model):
-        return (), members(model)
+    if nets := members(model):
+        return (), nets
     for k, layer in enumerate(model.layers):
-        if isinstance(layer, keras.Model) and members(layer):
-            return tuple(model.layers[1:k]), members(layer)
+        if isinstance(layer, keras.Model) and (nets := members(layer)):
+            return tuple(model.layers[1:k]), nets
     before, net = _head(model)
     return before, [net]
 

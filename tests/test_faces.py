@@ -131,11 +131,11 @@ def test_fold_whitening_makes_the_head_whiten_its_vectors(tmp_path):
         [rng.uniform(0.5, 2, 8), rng.normal(0, 1, 8), rng.normal(0, 1, 8), rng.uniform(0.5, 2, 8)]
     )
     x = rng.uniform(0, 1, (5, 16, 16, 1)).astype("float32")
-    before, labels = faces.head_vectors(model, [(x, np.zeros(5))])
+    [before], labels = faces.head_vectors(model, [(x, np.zeros(5))])
     assert before.shape == (5, 8) and (labels == 0).all()
     mean, matrix = rng.normal(0, 1, 8), rng.normal(0, 1, (8, 8))
     faces.fold_whitening(model, mean, matrix)
-    after, _ = faces.head_vectors(model, [(x, np.zeros(5))])
+    [after], _ = faces.head_vectors(model, [(x, np.zeros(5))])
     want = (before - mean) @ matrix
     np.testing.assert_allclose(after, want, atol=1e-4 * np.abs(want).max())
     # The model's output is the whitened vector, normalised; the same once saved and loaded.
@@ -375,8 +375,9 @@ def test_faces_run_verifies_unseen_identities(faces_run):
 
     files, labels = image_folder.list_images(Path(shared_data("att_faces")), metrics["classes"])
     images = np.stack([read_image(f, (32, 28, 1)) for f in files])
-    for member in members:
-        vectors, _ = faces.head_vectors(model, [(images, labels)], member)
+    each, _ = faces.head_vectors(model, [(images, labels)])
+    assert len(each) == 2  # one per member
+    for vectors in each:
         assert np.linalg.norm(vectors.mean(0)) < 0.05 * np.linalg.norm(vectors, axis=1).mean()
         within = vectors - np.stack([vectors[labels == c].mean(0) for c in labels])
         spread = np.linalg.eigvalsh(np.cov(within.T))

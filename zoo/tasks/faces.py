@@ -231,20 +231,26 @@ def within_class_whitening(vectors: np.ndarray, labels: np.ndarray):
     return vectors.mean(0), (axes / np.sqrt(values)) @ axes.T * np.sqrt(values.mean())
 
 
+def _find(model, holds):
+    """(the layers before it, the first of `model` and its nested models for which `holds`),
+    the layers before it being the model's input preprocessing; None where none holds."""
+    import keras
+
+    if holds(model):
+        return (), model
+    for k, layer in enumerate(model.layers):
+        if isinstance(layer, keras.Model) and holds(layer):
+            return tuple(model.layers[1:k]), layer
+    return None
+
+
 def _head(model):
     """(the layers before the net that holds the embedding head, that net): the model's input
     preprocessing and the net, or () and the model itself where it is the net."""
-    import keras
-
-    def has_head(m):
-        return any(layer.name == "head_bn" for layer in m.layers)
-
-    if has_head(model):
-        return (), model
-    for k, layer in enumerate(model.layers):
-        if isinstance(layer, keras.Model) and has_head(layer):
-            return tuple(model.layers[1:k]), layer
-    raise ZooError(f"{model.name} has no embedding head (no layer head_bn)")
+    found = _find(model, lambda m: any(layer.name == "head_bn" for layer in m.layers))
+    if found is None:
+        raise ZooError(f"{model.name} has no embedding head (no layer head_bn)")
+    return found
 
 
 def _heads(model):
@@ -252,34 +258,28 @@ def _heads(model):
     (see `net`), whether `model` is the ensemble or holds it after its preprocessing."""
     import keras
 
-    def members(m):
-        if any(layer.name == "members" for layer in m.layers):
-            return [layer for layer in m.layers if isinstance(layer, keras.Model)]
-        return None
-
-    if nets := members(model):
-        return (), nets
-    for k, layer in enumerate(model.layers):
-        if isinstance(layer, keras.Model) and (nets := members(layer)):
-            return tuple(model.layers[1:k]), nets
-    before, net = _head(model)
-    return before, [net]
+    found = _find(model, lambda m: any(layer.name == "members" for layer in m.layers))
+    if found is None:
+        before, net = _head(model)
+        return before, [net]
+    before, ensemble = found
+    return before, [layer for layer in ensemble.layers if isinstance(layer, keras.Model)]
 
 
-def head_vectors(model, dataset, net=None) -> tuple[np.ndarray, np.ndarray]:
-    """(the embedding head's vectors before their normalisation, labels) of a dataset of
-    (images, labels) batches; `net` names the ensemble member (default: the first, or the only
-    net)."""
+def head_vectors(model, dataset) -> tuple[list[np.ndarray], np.ndarray]:
+    """([each net's embedding head vectors before their normalisation: one array, or one per
+    ensemble member], labels) of a dataset of (images, labels) batches, read once."""
     import keras
 
     before, nets = _heads(model)
-    net = nets[0] if net is None else net
-    inner = keras.Model(net.input, net.get_layer("head_bn").output)
     x = model.input
     for layer in before:
         x = layer(x)
-    vectors, labels = embeddings(keras.Model(model.input, inner(x)), dataset)
-    return vectors.astype(np.float64), labels
+    heads = [keras.Model(n.input, n.get_layer("head_bn").output)(x) for n in nets]
+    joined = heads[0] if len(heads) == 1 else keras.layers.Concatenate(dtype="float32")(heads)
+    vectors, labels = embeddings(keras.Model(model.input, joined), dataset)
+    split = np.cumsum([h.shape[-1] for h in heads])[:-1]
+    return [v.astype(np.float64) for v in np.split(vectors, split, axis=1)], labels
 
 
 def fold_whitening(model, mean: np.ndarray, matrix: np.ndarray) -> None:
@@ -315,9 +315,9 @@ def finish(model, data, recipe) -> bool:
     last normalisation) into the head (`fold_whitening`). Returns whether the model changed."""
     if _common.head_config(recipe, Head).whitening == "none":
         return False
-    for net in _heads(model)[1]:
-        vectors, labels = head_vectors(model, data.train_unaugmented, net)
-        fold_whitening(net, *within_class_whitening(vectors, labels))
+    vectors, labels = head_vectors(model, data.train_unaugmented)
+    for net, member in zip(_heads(model)[1], vectors, strict=True):
+        fold_whitening(net, *within_class_whitening(member, labels))
     return True
 
 

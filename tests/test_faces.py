@@ -146,6 +146,96 @@ def test_fold_whitening_makes_the_head_whiten_its_vectors(tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0), unit, atol=1e-4)
 
 
+def _tan_triggs_reference(image, inner, outer, gamma=0.2, alpha=0.1, tau=10.0):
+    """Tan and Triggs' steps on one greyscale image in [0, 1], with scipy's Gaussian filters
+    (mirrored at the borders), and the layer's removal of the band-pass's mean."""
+    from scipy.ndimage import gaussian_filter
+
+    x = (image + 1e-3) ** gamma
+    x = gaussian_filter(x, inner, mode="mirror") - gaussian_filter(x, outer, mode="mirror")
+    x = x - x.mean()
+    x = x / np.mean(np.abs(x) ** alpha) ** (1 / alpha)
+    x = x / np.mean(np.minimum(tau, np.abs(x)) ** alpha) ** (1 / alpha)
+    return 0.5 + 0.5 * np.tanh(x / tau)
+
+
+def test_tan_triggs_normalises_each_face_for_lighting():
+    from zoo.layers import TanTriggs
+
+    files = sorted((Path(shared_data("att_faces")) / "s15").glob("*.pgm"))[:4]
+    faces_ = np.stack([np.asarray(Image.open(f), np.float64) / 255 for f in files])[..., None]
+    layer = TanTriggs(sigma_inner=0.8, sigma_outer=1.6)
+    out = keras.ops.convert_to_numpy(layer(faces_.astype("float32")))
+    assert out.shape == faces_.shape and out.dtype == np.float32
+    for got, image in zip(out, faces_, strict=True):
+        np.testing.assert_allclose(
+            got[..., 0], _tan_triggs_reference(image[..., 0], 0.8, 1.6), atol=2e-4
+        )
+    # The same face under a dimmer light (a gain of 0.4) and on a constant shift of the
+    # background's level comes out nearly the same; a flat image is 0.5 everywhere.
+    dim = keras.ops.convert_to_numpy(layer((faces_ * 0.4).astype("float32")))
+    assert np.abs(dim - out).mean() < 0.01 < np.abs(faces_ * 0.4 - faces_).mean()
+    flat = keras.ops.convert_to_numpy(layer(np.full((1, 20, 18, 1), 0.3, "float32")))
+    np.testing.assert_allclose(flat, 0.5, atol=1e-6)
+    # Each channel alone; the configuration comes back; sigmas out of order are refused.
+    rgb = keras.ops.convert_to_numpy(layer(np.repeat(faces_, 3, -1).astype("float32")))
+    np.testing.assert_allclose(rgb[..., 2], out[..., 0], atol=1e-4)
+    clone = TanTriggs.from_config(layer.get_config())
+    assert (clone.sigma_inner, clone.sigma_outer, clone.gamma) == (0.8, 1.6, 0.2)
+    with pytest.raises(ValueError, match="0 <= sigma_inner < sigma_outer"):
+        TanTriggs(sigma_inner=2.0, sigma_outer=1.0)
+
+
+def test_an_ensemble_member_sees_tan_triggs_and_is_whitened_through_it(tmp_path):
+    """model.head.ensemble = ["pixels", "tan_triggs"]: the second net is TanTriggs then a
+    ResNet-20; its head's vectors (read through the TanTriggs) whiten as the first's do, and
+    the model saves and loads with it."""
+    from zoo.backbones.weights import sublayers
+    from zoo.layers import TanTriggs
+    from zoo.training import _set_trainable, build_model
+
+    recipe = load_recipe(
+        "arcface_att_faces",
+        [
+            "data.image_size=[24, 20]",
+            'model.head.ensemble=["pixels", "tan_triggs"]',
+            "model.head.tan_triggs_sigmas=[0.5, 1.0]",
+            "phases=[{epochs=1}, {epochs=1, freeze_batchnorm=true}]",
+        ],
+    )
+    model = build_model(recipe, classes=4)
+    before, members = faces._heads(model)
+    assert [m.name for m in members] == ["resnet20_0", "resnet20_1"]
+    tt = [layer for layer in sublayers(members[1]) if isinstance(layer, TanTriggs)]
+    assert len(tt) == 1 and (tt[0].sigma_inner, tt[0].sigma_outer) == (0.5, 1.0)
+    assert not any(isinstance(layer, TanTriggs) for layer in sublayers(members[0]))
+    assert tuple(faces.trainer(recipe, model, 4).output.shape) == (None, 2, 4)
+    # freeze_batchnorm reaches the net behind the TanTriggs.
+    _set_trainable(recipe, model.get_layer("resnet20_x2"), recipe.phases[1])
+    norms = [n for n in sublayers(members[1]) if isinstance(n, keras.layers.BatchNormalization)]
+    assert norms and not any(n.trainable for n in norms)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (12, 24, 20, 1)).astype("float32")
+    labels = np.repeat(np.arange(4), 3)
+    vectors, _ = faces.head_vectors(model, [(x, labels)])
+    for net, member in zip(members, vectors, strict=True):
+        faces.fold_whitening(net, *faces.within_class_whitening(member, labels))
+    for vectors in faces.head_vectors(model, [(x, labels)])[0]:
+        assert np.linalg.norm(vectors.mean(0)) < 1e-3 * np.linalg.norm(vectors, axis=1).mean()
+    # The TanTriggs net's vectors are those of the net on TanTriggs' images.
+    pre = keras.ops.convert_to_numpy(before[0](x))
+    inner, core = faces._head(members[1])
+    assert [layer.name for layer in inner] == [
+        "resnet20_1_tan_triggs"
+    ] and core.name == "resnet20_1_net"
+    head = keras.Model(core.input, core.get_layer("head_bn").output)
+    direct = head.predict(keras.ops.convert_to_numpy(inner[0](pre)), verbose=0)
+    np.testing.assert_allclose(faces.head_vectors(model, [(x, labels)])[0][1], direct, atol=1e-4)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+
+
 def test_default_scale_and_margins():
     head = faces.Head()
     assert faces.scale(head, 30) == 16.0
@@ -296,6 +386,8 @@ def test_identity_folders_without_images_and_unreadable_files(tmp_path):
         (["data.source='segmentation_folder'"], "segmentation_masks"),
         (['phases=[{epochs=1, trainable="head"}]'], r"phases\[0\].trainable 'head': .*ensemble"),
         (["model.head.ensemble=0"], "model.head.ensemble"),
+        (['model.head.ensemble=["pixels", "rgb"]'], "each one of pixels, tan_triggs"),
+        (["model.head.tan_triggs_sigmas=[2.0, 1.0]"], "needs 0 <= inner < outer"),
     ],
 )
 def test_faces_recipe_errors(overrides, message):
@@ -321,15 +413,15 @@ def test_eval_identities_required_for_faces_and_refused_elsewhere(tmp_path):
 
 @pytest.fixture(scope="module")
 def faces_run(tmp_path_factory):
-    """The recipe (ArcFace over an ensemble of small ResNets: two here, three in the recipe),
-    trained briefly on 30 AT&T identities, 10 held out."""
+    """The recipe (ArcFace over an ensemble of small ResNets, one seeing TanTriggs' images:
+    two here, three in the recipe), trained briefly on 30 AT&T identities, 10 held out."""
     path = shared_data("att_faces")
     recipe = load_recipe(
         "arcface_att_faces",
         [
             f"data.path='{path}'",
             "data.image_size=[32, 28]",
-            "model.head.ensemble=2",
+            'model.head.ensemble=["pixels", "tan_triggs"]',
             'phases=[{epochs=2, loss="softmax"}, {epochs=3}]',
             "fit.verbose=0",
         ],
@@ -385,10 +477,23 @@ def test_faces_run_verifies_unseen_identities(faces_run):
 
 
 def test_faces_export_int8_keeps_embeddings_and_auc(faces_run):
+    """int8 weights and activations but the TanTriggs, which stays float (its POW and MIRROR_PAD
+    take float tensors), as a full-integer model could not: that one is refused."""
     report = zoo.export(faces_run, format="tflite", quantize="int8")
     assert report["task"] == "faces" and report["agreement"] == "mean_cosine"
     assert report["mean_cosine"] >= 0.98 and report["mean_cosine"] >= report["min_cosine"] > 0.9
     assert abs(report["export_roc_auc"] - report["keras_roc_auc"]) <= 0.01
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=report["path"])
+    kinds = {}
+    for op in interpreter._get_ops_details():
+        dtype = interpreter._get_tensor_details(op["inputs"][0], 0)["dtype"]
+        kinds.setdefault(op["op_name"], set()).add(np.dtype(dtype).name)
+    assert kinds["CONV_2D"] == {"int8"} and kinds["FULLY_CONNECTED"] == {"int8"}
+    assert kinds["POW"] == {"float32"} and kinds["MIRROR_PAD"] == {"float32"}
+    with pytest.raises(ZooError, match="cannot keep TanTriggs in float"):
+        zoo.export(faces_run, format="tflite", quantize="int8", full_integer=True)
 
 
 @pytest.mark.slow

@@ -125,6 +125,52 @@ def _converter_options(quantize: str, calibration, full_integer: bool):
     return options
 
 
+def float_layers(model) -> list[str]:
+    """Names of the layers an int8 export keeps in float: zoo.layers.TanTriggs, whose
+    band-pass of a gamma-corrected image is too small beside the image for 8 bits (an int8
+    TanTriggs left a ResNet-20's embeddings at cosine 0.57 with Keras', 0.99 when it stayed
+    float)."""
+    from zoo.backbones.weights import sublayers
+    from zoo.layers import TanTriggs
+
+    return [layer.name for layer in sublayers(model) if isinstance(layer, TanTriggs)]
+
+
+def _litert_keeping_float(model, path: Path, options: dict, keep: list[str]) -> None:
+    """Writes `model` as an int8 TFLite file (`options` from `_converter_options`) with the
+    operations of the layers named `keep` left in float: TFLite's selective quantization
+    (tf.lite.experimental.QuantizationDebugger's denylisted nodes, named by the float
+    conversion's tensors)."""
+    import re
+    import tempfile
+    import warnings
+
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    with tempfile.TemporaryDirectory() as saved:
+        model.export(saved, format="tf_saved_model", verbose=False)
+        content = tf.lite.TFLiteConverter.from_saved_model(saved).convert()
+        tensors = Interpreter(model_content=content).get_tensor_details()
+        # The tensors' names run through the layers' (each name_1 in Keras' SavedModel).
+        pattern = re.compile("|".join(rf"/{re.escape(name)}(_\d+)?/" for name in keep))
+        nodes = [t["name"] for t in tensors if pattern.search(t["name"])]
+        if not nodes:
+            raise ZooError(f"no TFLite tensors of {', '.join(keep)} to keep in float")
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        converter.optimizations = options["optimizations"]
+        converter.representative_dataset = options["representative_dataset"]
+        with warnings.catch_warnings():
+            # The debugger runs TensorFlow's own tf.lite.Interpreter, which warns of its end.
+            warnings.filterwarnings("ignore", "(?s).*tf.lite.Interpreter is deprecated")
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=converter,
+                debug_dataset=options["representative_dataset"],
+                debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=nodes),
+            )
+            path.write_bytes(debugger.get_nondebug_quantized_model())
+
+
 def runner(path: Path, fmt: str):
     """A function from a float32 batch of raw pixels to the exported model's outputs."""
     if fmt == "savedmodel":
@@ -308,6 +354,13 @@ def export(
     # What is converted (the model behind the users' input, or a text model's token-id
     # network), how eval inputs become its inputs, and files that go beside it.
     target, feed, files = task.serving(model, format, input_dtype, any_size)
+    keep_float = float_layers(target) if format == "tflite" and quantize == "int8" else []
+    if keep_float and full_integer:
+        raise ZooError(
+            f"{', '.join(keep_float)}: a full-integer model cannot keep TanTriggs in float, "
+            "and in int8 it loses the image; export with --quantize int8 without "
+            "--full-integer (int8 weights and float input and output)"
+        )
     options = _converter_options(
         quantize,
         lambda: feed(_calibration_images(recipe, representative, images)),
@@ -323,7 +376,10 @@ def export(
         # The converters print their progress and notes (TFLite's "fully_quantize: 0, ...",
         # tf2onnx's warnings) on file descriptor 2: shown only if the export fails.
         with quiet_stderr():
-            target.export(str(tmp), format=keras_format, verbose=False, **options)
+            if keep_float:
+                _litert_keeping_float(target, tmp, options, keep_float)
+            else:
+                target.export(str(tmp), format=keras_format, verbose=False, **options)
     except Exception as e:  # converters raise many types; the message names the layer
         _remove(tmp)
         raise ZooError(f"{format} export failed: {str(e).splitlines()[0]}") from e

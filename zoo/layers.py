@@ -161,3 +161,93 @@ def split_punctuation_zero_digits(texts):
     texts = tf.strings.lower(texts)
     texts = tf.strings.regex_replace(texts, PUNCTUATION, " ")
     return tf.strings.regex_replace(texts, "[0-9]", "0")
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class TanTriggs(keras.layers.Layer):
+    """Tan and Triggs' illumination normalisation of face images (IEEE TIP 2010, section
+    III): gamma correction, a difference of Gaussians (a band-pass filter that takes away the
+    slow shading of the lighting and the background's brightness, and the finest noise), then
+    a two-stage contrast equalisation squashed by tanh into a fixed range. Each image and
+    channel is normalised alone; nothing is trained. Pixels in [0, 1] in, values in [0, 1]
+    out (0.5 where the band-pass is flat).
+
+    Args:
+        gamma: the exponent of the gamma correction (the paper's 0.2).
+        sigma_inner: the inner Gaussian's standard deviation in pixels (the paper's 1, on its
+            aligned faces; 0 for none).
+        sigma_outer: the outer Gaussian's (the paper's 2).
+        alpha: the exponent of the contrast equalisation's means (0.1).
+        tau: the value the equalisation clips large values at (10).
+
+    Example:
+
+    ```python
+    x = TanTriggs(sigma_inner=0.6, sigma_outer=1.2)(faces / 255.0)
+    ```
+    """
+
+    def __init__(self, gamma=0.2, sigma_inner=1.0, sigma_outer=2.0, alpha=0.1, tau=10.0, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if not 0 <= sigma_inner < sigma_outer:
+            raise ValueError(
+                f"TanTriggs needs 0 <= sigma_inner < sigma_outer; got {sigma_inner}, {sigma_outer}"
+            )
+        self.gamma, self.alpha, self.tau = float(gamma), float(alpha), float(tau)
+        self.sigma_inner, self.sigma_outer = float(sigma_inner), float(sigma_outer)
+
+    def _band_pass(self, x):
+        """x filtered by the difference of the two Gaussians (each truncated at 4 sigma, as
+        scipy's gaussian_filter is), as one convolution, reflected at the borders: its result,
+        small beside the image, is one tensor, which int8 quantization keeps in its own
+        range."""
+        import numpy as np
+
+        radius = int(4 * self.sigma_outer + 0.5)
+        offsets = np.arange(-radius, radius + 1)
+
+        def gaussian(sigma):
+            if sigma == 0:
+                taps = (offsets == 0).astype("float64")
+            else:
+                taps = np.exp(-0.5 * (offsets / sigma) ** 2) * (
+                    np.abs(offsets) <= int(4 * sigma + 0.5)
+                )
+            taps = taps / taps.sum()
+            return np.outer(taps, taps)
+
+        kernel = (gaussian(self.sigma_inner) - gaussian(self.sigma_outer)).astype("float32")
+        channels = x.shape[-1]
+        kernel = np.tile(kernel[:, :, None, None], (1, 1, channels, 1))
+        x = ops.pad(x, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="reflect")
+        return ops.depthwise_conv(x, kernel, padding="valid")
+
+    def call(self, x):
+        x = ops.power(ops.clip(ops.cast(x, "float32"), 0.0, 1.0) + 1e-3, self.gamma)
+        # Less each image's mean before the band-pass and after it: in float the first changes
+        # nothing (the filter takes constants to 0) and the second little (the band-pass's mean
+        # is near 0), but int8 weights do not sum to exactly 0, and what they would leave of
+        # the image's brightness would swamp the small band-pass.
+        x = x - ops.mean(x, axis=(1, 2), keepdims=True)
+        x = self._band_pass(x)
+        x = x - ops.mean(x, axis=(1, 2), keepdims=True)
+        a, tau = self.alpha, self.tau
+        # The two means' floor (1e-6 of the pixel range) leaves a flat image flat (0.5).
+        x = x / ops.maximum(ops.mean(ops.abs(x) ** a, axis=(1, 2), keepdims=True) ** (1 / a), 1e-6)
+        clipped = ops.minimum(ops.abs(x), tau) ** a
+        x = x / ops.maximum(ops.mean(clipped, axis=(1, 2), keepdims=True) ** (1 / a), 1e-6)
+        return 0.5 + 0.5 * ops.tanh(x / tau)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "gamma": self.gamma,
+            "sigma_inner": self.sigma_inner,
+            "sigma_outer": self.sigma_outer,
+            "alpha": self.alpha,
+            "tau": self.tau,
+        }

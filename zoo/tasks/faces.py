@@ -15,7 +15,7 @@ import math
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from zoo.errors import ZooError
 from zoo.tasks import _common
@@ -49,12 +49,18 @@ REFUSED = {
 SOURCES = ("image_folder", "tfds")
 
 
+INPUTS = ("pixels", "tan_triggs")
+
+
 class Head(BaseModel):
     """The embedding head over `model.backbone` (zoo.heads.embedding) and the margin softmax
     that trains it: `scale` s (default: see `scale`), `margin` m of ArcFace (radians, default
     0.5) or CosFace (default 0.35), `margins` (m1, m2, m3) of the combined loss; `whitening`
     "within_class" to whiten the embeddings once trained (see `finish`); `ensemble` N > 1 for
-    N such nets, each over its own backbone, trained side by side (see `net`)."""
+    N such nets, each over its own backbone, trained side by side (see `net`), or a list
+    naming what each net sees (`INPUTS`): "pixels", the image as the model's preprocessing
+    gives it, or "tan_triggs", that image normalised for lighting by zoo.layers.TanTriggs with
+    `tan_triggs_sigmas` (its band-pass, in pixels of data.image_size)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     embedding_dim: Annotated[int, Field(gt=0)] = 128
@@ -64,7 +70,33 @@ class Head(BaseModel):
     margin: Annotated[float, Field(ge=0, lt=math.pi / 2)] | None = None
     margins: Annotated[list[float], Field(min_length=3, max_length=3)] | None = None
     whitening: Literal["none", "within_class"] = "none"
-    ensemble: Annotated[int, Field(ge=1, le=16)] = 1
+    ensemble: int | list[str] = 1
+    tan_triggs_sigmas: Annotated[list[float], Field(min_length=2, max_length=2)] = [1.0, 2.0]
+
+    @field_validator("ensemble")
+    @classmethod
+    def _nets(cls, value):
+        count = value if isinstance(value, int) else len(value)
+        if not 1 <= count <= 16 or (
+            isinstance(value, list) and any(v not in INPUTS for v in value)
+        ):
+            raise ValueError(
+                f"give the number of nets (1 to 16) or a list naming each net's input, each "
+                f"one of {', '.join(INPUTS)}; got {value!r}"
+            )
+        return value
+
+    @property
+    def inputs(self) -> list[str]:
+        """What each net sees, one entry per net."""
+        if isinstance(self.ensemble, int):
+            return ["pixels"] * self.ensemble
+        return list(self.ensemble)
+
+    @property
+    def size(self) -> int:
+        """The number of nets."""
+        return len(self.inputs)
 
 
 def check(recipe) -> None:
@@ -103,12 +135,18 @@ def check(recipe) -> None:
             "(0.25) of the identities"
         )
     head = _common.head_config(recipe, Head)
-    if head.ensemble > 1:
+    inner, outer = head.tan_triggs_sigmas
+    if not 0 <= inner < outer:
+        raise ValueError(
+            f"model.head.tan_triggs_sigmas [inner, outer] needs 0 <= inner < outer; got "
+            f"{head.tan_triggs_sigmas}"
+        )
+    if head.size > 1 or head.inputs != ["pixels"]:
         for k, phase in enumerate(recipe.phases):
             if phase.trainable != "all":
                 raise ValueError(
                     f"phases[{k}].trainable {phase.trainable!r}: model.head.ensemble "
-                    f'{head.ensemble} trains each member whole; leave trainable out ("all") '
+                    f'{head.ensemble} trains each net whole; leave trainable out ("all") '
                     "or set model.head.ensemble = 1"
                 )
     combined = any(name == "combined" for _, name in _common.losses(recipe))
@@ -151,33 +189,43 @@ def net(recipe, shape, classes: int, activation, preprocessing):
     """The embedding model: the embedding head over the backbone (`classes` is the training
     model's; see `trainer`).
 
-    With `model.head.ensemble` N > 1, N of them (`<backbone>_0` ...), each from its own random
-    start, in one model whose embedding is theirs joined (layer `members`) and normalised: its
-    cosine similarity is the mean of theirs. `trainer` gives each its own class centres and
-    the loss is the mean of their margin losses, so they learn apart on the same batches; the
-    whitening is each member's own."""
+    With `model.head.ensemble` N > 1 (or a list of N inputs), N of them (`<backbone>_0` ...),
+    each from its own random start, in one model whose embedding is theirs joined (layer
+    `members`) and normalised: its cosine similarity is the mean of theirs. `trainer` gives
+    each its own class centres and the loss is the mean of their margin losses, so they learn
+    apart on the same batches; the whitening is each member's own. A net whose input (its
+    entry in the ensemble's list) is "tan_triggs" is a model of its own: the TanTriggs layer,
+    then the net (`<name>_net`)."""
     import keras
 
     from zoo import heads
+    from zoo.layers import TanTriggs
 
     head = _common.head_config(recipe, Head)
-    nets = [
-        heads.embedding(
-            _common.features(recipe, shape, _common.model_args(recipe), preprocessing),
+    nets = []
+    for k, view in enumerate(head.inputs):
+        name = recipe.model.backbone if head.size == 1 else f"{recipe.model.backbone}_{k}"
+        backbone = _common.features(recipe, shape, _common.model_args(recipe), preprocessing)
+        core = heads.embedding(
+            backbone,
             head.embedding_dim,
             pooling=head.pooling,
             dropout=head.dropout,
-            name=recipe.model.backbone if head.ensemble == 1 else f"{recipe.model.backbone}_{k}",
+            name=name if view == "pixels" else f"{name}_net",
         )
-        for k in range(head.ensemble)
-    ]
-    if head.ensemble == 1:
+        if view == "tan_triggs":
+            x = keras.Input(shape, name=f"{name}_input")
+            inner, outer = head.tan_triggs_sigmas
+            y = TanTriggs(sigma_inner=inner, sigma_outer=outer, name=f"{name}_tan_triggs")(x)
+            core = keras.Model(x, core(y), name=name)
+        nets.append(core)
+    if head.size == 1:
         return nets[0]
     x = keras.Input(shape, name="members_input")
     # float32 as the members' unit vectors are, under mixed precision too.
     joined = keras.layers.Concatenate(dtype="float32", name="members")([n(x) for n in nets])
     out = keras.layers.UnitNormalization(axis=-1, dtype="float32", name="embedding")(joined)
-    return keras.Model(x, out, name=f"{recipe.model.backbone}_x{head.ensemble}")
+    return keras.Model(x, out, name=f"{recipe.model.backbone}_x{head.size}")
 
 
 def trainer(recipe, model, classes: int):
@@ -232,15 +280,18 @@ def within_class_whitening(vectors: np.ndarray, labels: np.ndarray):
 
 
 def _find(model, holds):
-    """(the layers before it, the first of `model` and its nested models for which `holds`),
-    the layers before it being the model's input preprocessing; None where none holds."""
+    """(the layers before it, the first of `model` and its nested models, at any depth, for
+    which `holds`), the layers before it being the input preprocessing of the models that
+    hold it (such as a net's TanTriggs); None where none holds."""
     import keras
 
     if holds(model):
         return (), model
     for k, layer in enumerate(model.layers):
-        if isinstance(layer, keras.Model) and holds(layer):
-            return tuple(model.layers[1:k]), layer
+        if isinstance(layer, keras.Model):
+            found = _find(layer, holds)
+            if found is not None:
+                return (*model.layers[1:k], *found[0]), found[1]
     return None
 
 
@@ -275,7 +326,13 @@ def head_vectors(model, dataset) -> tuple[list[np.ndarray], np.ndarray]:
     x = model.input
     for layer in before:
         x = layer(x)
-    heads = [keras.Model(n.input, n.get_layer("head_bn").output)(x) for n in nets]
+    heads = []
+    for n in nets:
+        inner, core = _head(n)  # a net's own preprocessing (TanTriggs), then the net
+        y = x
+        for layer in inner:
+            y = layer(y)
+        heads.append(keras.Model(core.input, core.get_layer("head_bn").output)(y))
     joined = heads[0] if len(heads) == 1 else keras.layers.Concatenate(dtype="float32")(heads)
     vectors, labels = embeddings(keras.Model(model.input, joined), dataset)
     split = np.cumsum([h.shape[-1] for h in heads])[:-1]
@@ -348,7 +405,7 @@ def _member_accuracy(y_true, y_pred):
 def metrics(recipe, classes: int) -> list:
     import keras
 
-    if _common.head_config(recipe, Head).ensemble > 1:
+    if _common.head_config(recipe, Head).size > 1:
         return [keras.metrics.MeanMetricWrapper(_member_accuracy, name="accuracy")]
     return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
 

@@ -36,10 +36,14 @@ def test_recipe_loads_and_builds(path):
     # One class per image, or per pixel (at the input's size), or an embedding (an ensemble's
     # members' joined).
     head = recipe.model.head or {}
+    nets = head.get("ensemble", 1)  # a count, or what each net sees
     expected = {
         "classification": (None, 7),
         "segmentation": (None, height, width, 7),
-        "faces": (None, head.get("embedding_dim", 128) * head.get("ensemble", 1)),
+        "faces": (
+            None,
+            head.get("embedding_dim", 128) * (nets if isinstance(nets, int) else len(nets)),
+        ),
     }
     assert tuple(model.output.shape) == expected[recipe.task]
     net = next(layer for layer in model.layers if isinstance(layer, keras.Model))

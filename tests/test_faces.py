@@ -225,9 +225,8 @@ def test_an_ensemble_member_sees_tan_triggs_and_is_whitened_through_it(tmp_path)
     # The TanTriggs net's vectors are those of the net on TanTriggs' images.
     pre = keras.ops.convert_to_numpy(before[0](x))
     inner, core = faces._head(members[1])
-    assert [layer.name for layer in inner] == [
-        "resnet20_1_tan_triggs"
-    ] and core.name == "resnet20_1_net"
+    assert [layer.name for layer in inner] == ["resnet20_1_tan_triggs"]
+    assert core.name == "resnet20_1_net"
     head = keras.Model(core.input, core.get_layer("head_bn").output)
     direct = head.predict(keras.ops.convert_to_numpy(inner[0](pre)), verbose=0)
     np.testing.assert_allclose(faces.head_vectors(model, [(x, labels)])[0][1], direct, atol=1e-4)

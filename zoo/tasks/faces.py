@@ -141,7 +141,7 @@ def check(recipe) -> None:
             f"model.head.tan_triggs_sigmas [inner, outer] needs 0 <= inner < outer; got "
             f"{head.tan_triggs_sigmas}"
         )
-    if head.size > 1 or head.inputs != ["pixels"]:
+    if head.inputs != ["pixels"]:  # more than one net, or one that is not plain
         for k, phase in enumerate(recipe.phases):
             if phase.trainable != "all":
                 raise ValueError(

@@ -1,5 +1,6 @@
 """One seed, one result: same-seed runs repeat bitwise on CPU, with augmentation too, and a run
-killed (SIGKILL) at any moment and resumed ends with the uninterrupted run's weights."""
+killed (SIGKILL) at any moment and resumed ends with the uninterrupted run's weights (to the
+rounding of the last bits, see RESUMED)."""
 
 import json
 import os
@@ -32,6 +33,27 @@ def assert_same_weights(a, b):
     assert len(a) == len(b)
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
+
+
+# A run resumed in another process computes the same sums as the uninterrupted one, but
+# TensorFlow's CPU kernels may round their last bits otherwise there: on a 2-core AVX2 EPYC,
+# under the test suite's load, a resumed LeNet's first kernel once differed from the
+# uninterrupted run's by up to 6.6e-7 (identical when the file runs alone). State lost in a
+# resume moves them far more: resumed epochs fed epoch 0's batches and augmentation again ended
+# up to 0.019 away.
+RESUMED = {"rtol": 1e-4, "atol": 1e-5}
+
+
+def assert_resumed_weights(resumed, reference):
+    assert len(resumed) == len(reference)
+    for x, y in zip(resumed, reference):
+        np.testing.assert_allclose(x, y, **RESUMED)
+
+
+def history_rows(run):
+    """history.csv as (header, rows of floats)."""
+    header, *rows = (run / rundir.HISTORY).read_text().splitlines()
+    return header, [[float(v) for v in row.split(",")] for row in rows]
 
 
 @pytest.fixture(scope="module")
@@ -156,12 +178,13 @@ def resume_and_compare(out, overrides, uninterrupted, quiet):
     recipe = load_recipe(str(out / rundir.RECIPE))
     run = zoo.train(recipe, output=out, resume=True, log=quiet)
     reference = uninterrupted(overrides)
-    assert_same_weights(weights(run), weights(reference))
-    history = (run / rundir.HISTORY).read_text().splitlines()
-    assert [row.split(",")[0] for row in history[1:]] == ["0", "1", "2"]
-    assert history == (reference / rundir.HISTORY).read_text().splitlines()
+    assert_resumed_weights(weights(run), weights(reference))
+    header, rows = history_rows(run)
+    assert [row[0] for row in rows] == [0, 1, 2]
+    assert header == history_rows(reference)[0]
+    np.testing.assert_allclose(rows, history_rows(reference)[1], **RESUMED)
     metrics = [json.loads((r / rundir.METRICS).read_text()) for r in (run, reference)]
-    assert metrics[0]["accuracy"] == metrics[1]["accuracy"]
+    assert metrics[0]["accuracy"] == pytest.approx(metrics[1]["accuracy"], abs=2e-3)
 
 
 def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(uninterrupted, tmp_path, quiet):

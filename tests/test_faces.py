@@ -687,6 +687,7 @@ def test_faces_run_resumes_with_its_class_centres(tmp_path):
     assert metrics["epochs"] == 3 and metrics["eval_examples"] == 15
 
 
+@pytest.mark.slow  # a training subprocess (about a minute); make test-all runs it
 def test_faces_benchmark_scores_zoo_and_eigenfaces_on_one_draw(tmp_path):
     """benchmarks/faces.py as the README runs it, briefly: a row for the draw with both
     methods' AUC and EER on the named held-out identities, their means and the bar's count."""

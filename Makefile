@@ -20,8 +20,8 @@ train: install
 # Test files run in parallel processes (pytest-xdist), one per core up to 4, a file's tests in
 # one process so that its module fixtures (short training runs) are built once. Each process's
 # TensorFlow computes an op on one thread (TF_NUM_INTRAOP_THREADS), not on every core: with one
-# process per core, more threads only contend (on a 2-core CPU, three test files took 157 s so
-# against 177 s).
+# process per core, more threads only contend (on a 2-core CPU, three test files ran in 157 s
+# so, in 177 s without).
 PYTEST := TF_NUM_INTRAOP_THREADS=$${TF_NUM_INTRAOP_THREADS:-1} $(BIN)/python -m pytest -q \
 	-n auto --maxprocesses 4 --dist loadfile
 

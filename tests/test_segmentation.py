@@ -559,13 +559,13 @@ def test_deeplabv3plus_over_mobilenet_v2_trains_on_membranes_with_set_only(tmp_p
 
 @pytest.mark.data
 def test_a_decoder_over_a_backbone_trains_without_tensorflow_lines(tmp_path):
-    """A user's zoo-train of an FPN over ResNet-18 (nearest-neighbour upsampling, whose
-    gradient transposes int32 shapes) shows none of TensorFlow's C++ log lines: no start-up
-    lines, and not oneDNN's "supports DT_INT32 only on platforms with AVX-512" of the first
-    step."""
+    """A user's zoo-train of an FPN (nearest-neighbour upsampling, whose gradient transposes
+    int32 shapes) shows none of TensorFlow's C++ log lines: no start-up lines, and not oneDNN's
+    "supports DT_INT32 only on platforms with AVX-512" of the first step. Over VGG-11, whose
+    graph traces in about half the time of ResNet-18's."""
     sets = [
         f"data.path='{shared_data('membrane')}'",
-        "model={backbone='resnet18', head={decoder='fpn'}}",
+        "model={backbone='vgg11', head={decoder='fpn'}}",
         "data.channels=3",
         "data.image_size=[64, 64]",
         "fit.epochs=1",

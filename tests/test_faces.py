@@ -553,6 +553,30 @@ def test_verify_embed_identify_commands(faces_run, tmp_path):
     )
 
 
+def test_the_python_api_loads_a_model_once_while_its_file_stays(faces_run, tmp_path, monkeypatch):
+    """zoo.embed and zoo.verify called pair after pair load the model once (a load and a
+    trace, seconds each time before), and again once its file is written anew."""
+    import shutil
+
+    from zoo import rundir
+
+    run = tmp_path / "run"
+    shutil.copytree(faces_run, run)
+    loads = []
+    real = rundir.load
+    monkeypatch.setattr(rundir, "load", lambda *a, **k: loads.append(a[0]) or real(*a, **k))
+    path = shared_data("att_faces")
+    a, b = path / "s1" / "1.pgm", path / "s1" / "2.pgm"
+    first = zoo.embed(run, [a, b])
+    for _ in range(3):
+        np.testing.assert_array_equal(zoo.embed(run, [a, b]), first)
+        assert zoo.verify(run, a, b)["similarity"] == pytest.approx(float(first[0] @ first[1]))
+    assert loads == [run]
+    keras.saving.load_model(run / "model.keras").save(run / "model.keras")  # written anew
+    np.testing.assert_allclose(zoo.embed(run, [a, b]), first, atol=1e-6)
+    assert loads == [run, run]
+
+
 def test_face_commands_refuse_bad_input(faces_run, tmp_path):
     path = shared_data("att_faces")
     code, _, err = zoo_cli(

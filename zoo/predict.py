@@ -5,6 +5,7 @@ model's input (strings) or output's rank."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -55,25 +56,61 @@ def _vectorizer(path: Path):
     return found if found.is_file() else None
 
 
+# Models loaded by `load`, so that a program that predicts, embeds or verifies image after
+# image loads (and traces) each model once, not at every call. Keyed by the model's files as
+# they are on disk (path, inode, size, modification time): a model written again (a resumed
+# run's) is loaded again. The last few stay loaded.
+_LOADED: OrderedDict = OrderedDict()
+_KEEP = 4
+
+
+def _files(path: Path, kind: str) -> list[Path]:
+    """The files a model of this kind is read from."""
+    if kind == "run":
+        return [path / rundir.MODEL]
+    if kind == "savedmodel":
+        return [path / "saved_model.pb", *sorted((path / "variables").glob("*"))]
+    return [path, *filter(None, [_vectorizer(path) if kind in ("tflite", "onnx") else None])]
+
+
 def load(path) -> tuple:
     """(predict function on float32 batches, input shape (H, W, C), class names or None,
     the recipe of its run or None). A text model's shape is None: its function takes strings
-    (a token-id export's vectorizes them first, as its vectorizer.json says)."""
-    from zoo.export import runner
-
+    (a token-id export's vectorizes them first, as its vectorizer.json says). The model is
+    loaded once while its files stay as they are (see `_LOADED`)."""
     path = Path(path)
     kind = _kind(path)
     recipe = _recipe(path, kind)
+    stamp = tuple(
+        (str(f.resolve()), s.st_ino, s.st_size, s.st_mtime_ns)
+        for f in _files(path, kind)
+        for s in [f.stat()]
+    )
+    key = (str(path.resolve()), kind, stamp)
+    if key in _LOADED:
+        _LOADED.move_to_end(key)
+    else:
+        _LOADED[key] = _predictor(path, kind)
+        while len(_LOADED) > _KEEP:
+            _LOADED.popitem(last=False)
+    fn, shape = _LOADED[key]
+    return fn, shape, _labels(path, kind), recipe
+
+
+def _predictor(path: Path, kind: str) -> tuple:
+    """(predict function, input shape) of `load`, the model read from its files."""
+    from zoo.export import runner
+
     if kind in ("run", "keras"):
         model = rundir.load(path, what="predict")[0]
         shape = None if model.input.dtype == "string" else tuple(model.input.shape[1:])
-        return (lambda x: model.predict(x, verbose=0)), shape, _labels(path, kind), recipe
+        return (lambda x: model.predict(x, verbose=0)), shape
     fn = runner(path, kind)
     if kind in ("tflite", "onnx") and _vectorizer(path) is not None:
         from zoo.tasks.text import load_vectorizer
 
         vectorize = load_vectorizer(_vectorizer(path))
-        return (lambda texts: fn(vectorize(texts))), None, _labels(path, kind), recipe
+        return (lambda texts: fn(vectorize(texts))), None
     if kind == "tflite":
         from ai_edge_litert.interpreter import Interpreter
 
@@ -89,12 +126,12 @@ def load(path) -> tuple:
         spec = tf.saved_model.load(str(path)).signatures["serving_default"]
         (tensor,) = spec.structured_input_signature[1].values()
         if tensor.dtype == tf.string:
-            return fn, None, _labels(path, kind), recipe
+            return fn, None
         shape = tuple(tensor.shape[1:])
     # Unknown sizes (None, -1 or a symbolic name): the model resizes inside, so images go in
     # at their own size.
     shape = tuple(int(d) if isinstance(d, int | np.integer) and d > 0 else None for d in shape)
-    return fn, shape, _labels(path, kind), recipe
+    return fn, shape
 
 
 def read_image(path, shape) -> np.ndarray:

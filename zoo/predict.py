@@ -70,7 +70,10 @@ def _files(path: Path, kind: str) -> list[Path]:
         return [path / rundir.MODEL]
     if kind == "savedmodel":
         return [path / "saved_model.pb", *sorted((path / "variables").glob("*"))]
-    return [path, *filter(None, [_vectorizer(path) if kind in ("tflite", "onnx") else None])]
+    files = [path]
+    if kind in ("tflite", "onnx") and _vectorizer(path) is not None:
+        files.append(_vectorizer(path))  # a text model's token-id export reads it too
+    return files
 
 
 def load(path) -> tuple:

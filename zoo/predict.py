@@ -84,11 +84,8 @@ def load(path) -> tuple:
     path = Path(path)
     kind = _kind(path)
     recipe = _recipe(path, kind)
-    stamp = tuple(
-        (str(f.resolve()), s.st_ino, s.st_size, s.st_mtime_ns)
-        for f in _files(path, kind)
-        for s in [f.stat()]
-    )
+    # The files follow from the path and the kind: their state on disk is all the key adds.
+    stamp = tuple((s.st_ino, s.st_size, s.st_mtime_ns) for s in map(Path.stat, _files(path, kind)))
     key = (str(path.resolve()), kind, stamp)
     if key in _LOADED:
         _LOADED.move_to_end(key)

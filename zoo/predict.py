@@ -70,10 +70,9 @@ def _files(path: Path, kind: str) -> list[Path]:
         return [path / rundir.MODEL]
     if kind == "savedmodel":
         return [path / "saved_model.pb", *sorted((path / "variables").glob("*"))]
-    files = [path]
-    if kind in ("tflite", "onnx") and _vectorizer(path) is not None:
-        files.append(_vectorizer(path))  # a text model's token-id export reads it too
-    return files
+    vectorizer = _vectorizer(path) if kind in ("tflite", "onnx") else None
+    # A text model's token-id export reads its vectorizer.json too.
+    return [path] if vectorizer is None else [path, vectorizer]
 
 
 def load(path) -> tuple:

@@ -235,6 +235,41 @@ def test_an_ensemble_member_sees_tan_triggs_and_is_whitened_through_it(tmp_path)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
 
 
+def test_part_members_see_their_rows_and_whiten_and_save(tmp_path):
+    """model.head.ensemble = ["pixels", "upper", "lower"]: the part nets are a Cropping2D of
+    their rows (0-56%, 44-100% of 25) then a ResNet-20 built for that size; their vectors are
+    the net's on the cropped image, they whiten, and the model saves and loads."""
+    from zoo.training import build_model
+
+    recipe = load_recipe(
+        "arcface_att_faces",
+        ["data.image_size=[25, 20]", 'model.head.ensemble=["pixels", "upper", "lower"]'],
+    )
+    model = build_model(recipe, classes=4)
+    before, members = faces._heads(model)
+    assert [m.name for m in members] == ["resnet20_0", "resnet20_1", "resnet20_2"]
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (12, 25, 20, 1)).astype("float32")
+    labels = np.repeat(np.arange(4), 3)
+    pre = keras.ops.convert_to_numpy(before[0](x))
+    vectors = faces.head_vectors(model, [(x, labels)])[0]
+    for member, rows, got in zip(members[1:], (slice(0, 14), slice(11, 25)), vectors[1:]):
+        inner, core = faces._head(member)
+        assert [layer.name for layer in inner] == [
+            f"{member.name}_{'upper' if rows.start == 0 else 'lower'}"
+        ]
+        assert tuple(core.input.shape) == (None, rows.stop - rows.start, 20, 1)
+        head = keras.Model(core.input, core.get_layer("head_bn").output)
+        np.testing.assert_allclose(got, head.predict(pre[:, rows], verbose=0), atol=1e-4)
+    for net, member in zip(members, vectors, strict=True):
+        faces.fold_whitening(net, *faces.within_class_whitening(member, labels))
+    for whitened in faces.head_vectors(model, [(x, labels)])[0]:
+        assert np.linalg.norm(whitened.mean(0)) < 1e-3 * np.linalg.norm(whitened, axis=1).mean()
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+
+
 def test_default_scale_and_margins():
     head = faces.Head()
     assert faces.scale(head, 30) == 16.0
@@ -386,6 +421,10 @@ def test_identity_folders_without_images_and_unreadable_files(tmp_path):
         (['phases=[{epochs=1, trainable="head"}]'], r"phases\[0\].trainable 'head': .*ensemble"),
         (["model.head.ensemble=0"], "model.head.ensemble"),
         (['model.head.ensemble=["pixels", "rgb"]'], "each one of pixels, tan_triggs"),
+        (
+            ["data.image_size=[6, 6]", 'model.head.ensemble=["pixels", "lower"]'],
+            'a "lower" net sees rows 44%-100% of the image, fewer than 4',
+        ),
         (["model.head.tan_triggs_sigmas=[2.0, 1.0]"], "needs 0 <= inner < outer"),
     ],
 )

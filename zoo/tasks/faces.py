@@ -49,7 +49,10 @@ REFUSED = {
 SOURCES = ("image_folder", "tfds")
 
 
-INPUTS = ("pixels", "tan_triggs")
+INPUTS = ("pixels", "tan_triggs", "upper", "lower")
+# The rows a part net sees, as fractions of the image's height: on faces framed as AT&T's are,
+# "upper" is the hair, brows and eyes, "lower" the nose, mouth and chin.
+PARTS = {"upper": (0.0, 0.56), "lower": (0.44, 1.0)}
 
 
 class Head(BaseModel):
@@ -59,8 +62,9 @@ class Head(BaseModel):
     "within_class" to whiten the embeddings once trained (see `finish`); `ensemble` N > 1 for
     N such nets, each over its own backbone, trained side by side (see `net`), or a list
     naming what each net sees (`INPUTS`): "pixels", the image as the model's preprocessing
-    gives it, or "tan_triggs", that image normalised for lighting by zoo.layers.TanTriggs with
-    `tan_triggs_sigmas` (its band-pass, in pixels of data.image_size)."""
+    gives it, "tan_triggs", that image normalised for lighting by zoo.layers.TanTriggs with
+    `tan_triggs_sigmas` (its band-pass, in pixels of data.image_size), or "upper" or "lower",
+    the image's upper or lower part (`PARTS`: rows 0-56% or 44-100%, full width)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     embedding_dim: Annotated[int, Field(gt=0)] = 128
@@ -141,6 +145,14 @@ def check(recipe) -> None:
             f"model.head.tan_triggs_sigmas [inner, outer] needs 0 <= inner < outer; got "
             f"{head.tan_triggs_sigmas}"
         )
+    height = recipe.data.image_size[0] if recipe.data.image_size else None
+    for view in set(head.inputs) & set(PARTS):
+        top, bottom = PARTS[view]
+        if height is not None and round(bottom * height) - round(top * height) < 4:
+            raise ValueError(
+                f'model.head.ensemble: a "{view}" net sees rows {top:.0%}-{bottom:.0%} of the '
+                f"image, fewer than 4 of data.image_size's {height}; use a larger image_size"
+            )
     if head.inputs != ["pixels"]:  # more than one net, or one that is not plain
         for k, phase in enumerate(recipe.phases):
             if phase.trainable != "all":
@@ -194,8 +206,9 @@ def net(recipe, shape, classes: int, activation, preprocessing):
     `members`) and normalised: its cosine similarity is the mean of theirs. `trainer` gives
     each its own class centres and the loss is the mean of their margin losses, so they learn
     apart on the same batches; the whitening is each member's own. A net whose input (its
-    entry in the ensemble's list) is "tan_triggs" is a model of its own: the TanTriggs layer,
-    then the net (`<name>_net`)."""
+    entry in the ensemble's list) is "tan_triggs", "upper" or "lower" is a model of its own:
+    the TanTriggs layer or the Cropping2D that keeps its part's rows (`<name>_upper`), then
+    the net (`<name>_net`), built for the part's size."""
     import keras
 
     from zoo import heads
@@ -205,7 +218,11 @@ def net(recipe, shape, classes: int, activation, preprocessing):
     nets = []
     for k, view in enumerate(head.inputs):
         name = recipe.model.backbone if head.size == 1 else f"{recipe.model.backbone}_{k}"
-        backbone = _common.features(recipe, shape, _common.model_args(recipe), preprocessing)
+        size, rows = shape, None
+        if view in PARTS:
+            top, bottom = (round(f * shape[0]) for f in PARTS[view])
+            size, rows = (bottom - top, *shape[1:]), (top, shape[0] - bottom)
+        backbone = _common.features(recipe, size, _common.model_args(recipe), preprocessing)
         core = heads.embedding(
             backbone,
             head.embedding_dim,
@@ -217,6 +234,10 @@ def net(recipe, shape, classes: int, activation, preprocessing):
             x = keras.Input(shape, name=f"{name}_input")
             inner, outer = head.tan_triggs_sigmas
             y = TanTriggs(sigma_inner=inner, sigma_outer=outer, name=f"{name}_tan_triggs")(x)
+            core = keras.Model(x, core(y), name=name)
+        if rows is not None:
+            x = keras.Input(shape, name=f"{name}_input")
+            y = keras.layers.Cropping2D((rows, (0, 0)), name=f"{name}_{view}")(x)
             core = keras.Model(x, core(y), name=name)
         nets.append(core)
     if head.size == 1:

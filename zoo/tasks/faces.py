@@ -55,6 +55,12 @@ INPUTS = ("pixels", "tan_triggs", "upper", "lower")
 PARTS = {"upper": (0.0, 0.56), "lower": (0.44, 1.0)}
 
 
+def _part_rows(view: str, height: int) -> tuple[int, int]:
+    """(first row, row past the last) of a part net's rows in an image `height` rows high."""
+    top, bottom = PARTS[view]
+    return round(top * height), round(bottom * height)
+
+
 class Head(BaseModel):
     """The embedding head over `model.backbone` (zoo.heads.embedding) and the margin softmax
     that trains it: `scale` s (default: see `scale`), `margin` m of ArcFace (radians, default
@@ -146,9 +152,11 @@ def check(recipe) -> None:
             f"{head.tan_triggs_sigmas}"
         )
     height = recipe.data.image_size[0] if recipe.data.image_size else None
-    for view in set(head.inputs) & set(PARTS):
-        top, bottom = PARTS[view]
-        if height is not None and round(bottom * height) - round(top * height) < 4:
+    for view, (top, bottom) in PARTS.items():
+        if view not in head.inputs or height is None:
+            continue
+        first, past = _part_rows(view, height)
+        if past - first < 4:
             raise ValueError(
                 f'model.head.ensemble: a "{view}" net sees rows {top:.0%}-{bottom:.0%} of the '
                 f"image, fewer than 4 of data.image_size's {height}; use a larger image_size"
@@ -218,10 +226,15 @@ def net(recipe, shape, classes: int, activation, preprocessing):
     nets = []
     for k, view in enumerate(head.inputs):
         name = recipe.model.backbone if head.size == 1 else f"{recipe.model.backbone}_{k}"
-        size, rows = shape, None
+        size, before = shape, None  # the net's input size; the layer before it, if any
         if view in PARTS:
-            top, bottom = (round(f * shape[0]) for f in PARTS[view])
-            size, rows = (bottom - top, *shape[1:]), (top, shape[0] - bottom)
+            top, bottom = _part_rows(view, shape[0])
+            size = (bottom - top, *shape[1:])
+            crop = ((top, shape[0] - bottom), (0, 0))
+            before = keras.layers.Cropping2D(crop, name=f"{name}_{view}")
+        elif view == "tan_triggs":
+            inner, outer = head.tan_triggs_sigmas
+            before = TanTriggs(sigma_inner=inner, sigma_outer=outer, name=f"{name}_tan_triggs")
         backbone = _common.features(recipe, size, _common.model_args(recipe), preprocessing)
         core = heads.embedding(
             backbone,
@@ -230,15 +243,9 @@ def net(recipe, shape, classes: int, activation, preprocessing):
             dropout=head.dropout,
             name=name if view == "pixels" else f"{name}_net",
         )
-        if view == "tan_triggs":
+        if before is not None:
             x = keras.Input(shape, name=f"{name}_input")
-            inner, outer = head.tan_triggs_sigmas
-            y = TanTriggs(sigma_inner=inner, sigma_outer=outer, name=f"{name}_tan_triggs")(x)
-            core = keras.Model(x, core(y), name=name)
-        if rows is not None:
-            x = keras.Input(shape, name=f"{name}_input")
-            y = keras.layers.Cropping2D((rows, (0, 0)), name=f"{name}_{view}")(x)
-            core = keras.Model(x, core(y), name=name)
+            core = keras.Model(x, core(before(x)), name=name)
         nets.append(core)
     if head.size == 1:
         return nets[0]

@@ -452,7 +452,7 @@ def test_eval_identities_required_for_faces_and_refused_elsewhere(tmp_path):
 @pytest.fixture(scope="module")
 def faces_run(tmp_path_factory):
     """The recipe (ArcFace over an ensemble of small ResNets, one seeing TanTriggs' images:
-    two here, four in the recipe), trained briefly on 30 AT&T identities, 10 held out."""
+    two here, five in the recipe), trained briefly on 30 AT&T identities, 10 held out."""
     path = shared_data("att_faces")
     recipe = load_recipe(
         "arcface_att_faces",

@@ -270,6 +270,33 @@ def test_part_members_see_their_rows_and_whiten_and_save(tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
 
 
+def test_ensemble_weights_weigh_the_members_cosines():
+    """model.head.ensemble_weights {tan_triggs = 3} over a pixel net and a TanTriggs net: the
+    model's cosine of two images is the members' cosines averaged with weights 1 and 3."""
+    from zoo.training import build_model
+
+    recipe = load_recipe(
+        "arcface_att_faces",
+        ["data.image_size=[16, 14]", 'model.head.ensemble=["pixels", "tan_triggs"]'],
+    )
+    model = build_model(recipe, classes=4)
+    before, members = faces._heads(model)
+    assert len(members) == 2
+    x = np.random.default_rng(0).uniform(0, 255, (6, 16, 14, 1)).astype("float32")
+    pre = x
+    for layer in before:
+        pre = layer(pre)
+    one, two = (keras.ops.convert_to_numpy(m(pre)) for m in members)
+    joined = model.predict(x, verbose=0)
+    np.testing.assert_allclose(np.linalg.norm(joined, axis=1), 1.0, rtol=1e-5)
+    cosines = joined[:3] @ joined[3:].T
+    weighted = ((one[:3] @ one[3:].T) + 3 * (two[:3] @ two[3:].T)) / 4
+    np.testing.assert_allclose(cosines, weighted, atol=1e-5)
+    # The members' vectors times the roots of 1/2 and 3/2 (weights scaled to sum to 2).
+    expected = np.concatenate([one * np.sqrt(0.5), two * np.sqrt(1.5)], axis=1) / np.sqrt(2)
+    np.testing.assert_allclose(joined, expected, atol=1e-5)
+
+
 def test_default_scale_and_margins():
     head = faces.Head()
     assert faces.scale(head, 30) == 16.0
@@ -426,6 +453,8 @@ def test_identity_folders_without_images_and_unreadable_files(tmp_path):
             'a "lower" net sees rows 44%-100% of the image, fewer than 4',
         ),
         (["model.head.tan_triggs_sigmas=[2.0, 1.0]"], "needs 0 <= inner < outer"),
+        (["model.head.ensemble_weights={rgb=2}"], "by their names, each one of pixels"),
+        (["model.head.ensemble_weights={upper=0}"], "model.head.ensemble_weights.upper"),
     ],
 )
 def test_faces_recipe_errors(overrides, message):

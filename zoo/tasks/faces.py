@@ -70,7 +70,9 @@ class Head(BaseModel):
     naming what each net sees (`INPUTS`): "pixels", the image as the model's preprocessing
     gives it, "tan_triggs", that image normalised for lighting by zoo.layers.TanTriggs with
     `tan_triggs_sigmas` (its band-pass, in pixels of data.image_size), or "upper" or "lower",
-    the image's upper or lower part (`PARTS`: rows 0-56% or 44-100%, full width)."""
+    the image's upper or lower part (`PARTS`: rows 0-56% or 44-100%, full width);
+    `ensemble_weights`, a weight per input name (default 1; {tan_triggs = 3}: each net on
+    "tan_triggs" counts three times): the model's cosine is the nets' cosines' weighted mean."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     embedding_dim: Annotated[int, Field(gt=0)] = 128
@@ -82,6 +84,7 @@ class Head(BaseModel):
     whitening: Literal["none", "within_class"] = "none"
     ensemble: int | list[str] = 1
     tan_triggs_sigmas: Annotated[list[float], Field(min_length=2, max_length=2)] = [1.0, 2.0]
+    ensemble_weights: dict[str, Annotated[float, Field(gt=0)]] = {}
 
     @field_validator("ensemble")
     @classmethod
@@ -95,6 +98,22 @@ class Head(BaseModel):
                 f"one of {', '.join(INPUTS)}; got {value!r}"
             )
         return value
+
+    @field_validator("ensemble_weights")
+    @classmethod
+    def _weighted_inputs(cls, value):
+        unknown = [k for k in value if k not in INPUTS]
+        if unknown:
+            raise ValueError(
+                f"weighs inputs by their names, each one of {', '.join(INPUTS)}; got "
+                f"{', '.join(map(repr, unknown))}"
+            )
+        return value
+
+    @property
+    def weights(self) -> list[float]:
+        """Each net's weight in the model's cosine, one entry per net."""
+        return [self.ensemble_weights.get(view, 1.0) for view in self.inputs]
 
     @property
     def inputs(self) -> list[str]:
@@ -250,8 +269,19 @@ def net(recipe, shape, classes: int, activation, preprocessing):
     if head.size == 1:
         return nets[0]
     x = keras.Input(shape, name="members_input")
+    members = [n(x) for n in nets]
+    if len(set(head.weights)) > 1:
+        # Each member's unit vector times the root of its weight (the weights scaled to sum
+        # to the number of nets): the joined vectors' cosine is the weighted mean of theirs.
+        total = sum(head.weights)
+        members = [
+            keras.layers.Rescaling(
+                math.sqrt(w * len(nets) / total), dtype="float32", name=f"weight_{k}"
+            )(m)
+            for k, (w, m) in enumerate(zip(head.weights, members))
+        ]
     # float32 as the members' unit vectors are, under mixed precision too.
-    joined = keras.layers.Concatenate(dtype="float32", name="members")([n(x) for n in nets])
+    joined = keras.layers.Concatenate(dtype="float32", name="members")(members)
     out = keras.layers.UnitNormalization(axis=-1, dtype="float32", name="embedding")(joined)
     return keras.Model(x, out, name=f"{recipe.model.backbone}_x{head.size}")
 

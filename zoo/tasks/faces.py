@@ -230,7 +230,8 @@ def net(recipe, shape, classes: int, activation, preprocessing):
 
     With `model.head.ensemble` N > 1 (or a list of N inputs), N of them (`<backbone>_0` ...),
     each from its own random start, in one model whose embedding is theirs joined (layer
-    `members`) and normalised: its cosine similarity is the mean of theirs. `trainer` gives
+    `members`) and normalised: its cosine similarity is the mean of theirs, weighted by
+    `ensemble_weights` where they differ (layers `weight_<k>` scale the members). `trainer` gives
     each its own class centres and the loss is the mean of their margin losses, so they learn
     apart on the same batches; the whitening is each member's own. A net whose input (its
     entry in the ensemble's list) is "tan_triggs", "upper" or "lower" is a model of its own:

@@ -512,7 +512,8 @@ def test_faces_run_verifies_unseen_identities(faces_run):
     saved = json.loads((faces_run / "verification.json").read_text())
     assert saved["threshold"] == metrics["threshold"] and saved["embedding_dim"] == 2 * 128
     # The saved model is the embedding model: image in, unit vector out; the two members'
-    # embeddings joined, so its cosine is the mean of theirs.
+    # embeddings joined, the TanTriggs net's weighed 3 (the recipe's ensemble_weights), so its
+    # cosine is their cosines' mean with weights 1 and 3.
     model = keras.saving.load_model(faces_run / "model.keras")
     assert len(model.inputs) == 1 and tuple(model.output.shape) == (None, 2 * 128)
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 28, 1)).astype("float32")
@@ -524,7 +525,8 @@ def test_faces_run_verifies_unseen_identities(faces_run):
     for layer in before:
         pre = keras.ops.convert_to_numpy(layer(pre))
     each = [m.predict(pre, verbose=0) for m in members]
-    np.testing.assert_allclose(joined, np.concatenate(each, 1) / np.sqrt(2), atol=1e-5)
+    weighed = np.concatenate([each[0] * np.sqrt(0.5), each[1] * np.sqrt(1.5)], 1) / np.sqrt(2)
+    np.testing.assert_allclose(joined, weighed, atol=1e-5)
     assert np.abs(each[0] - each[1]).max() > 0.1  # they learned apart
     # The recipe whitens each member: its head's vectors (before their normalisation) of the
     # training identities' images (read here with Pillow, as zoo predict reads them) are

@@ -227,3 +227,38 @@ def test_the_backup_keeps_dropout_seed_states(tmp_path):
     backup._load_model()
     np.testing.assert_array_equal(restored.layers[0].seed_generator.state.numpy(), state)
     assert os.path.isfile(tmp_path / "backup" / "training_metadata.json")
+
+
+def test_a_backup_of_another_model_is_refused_and_an_older_one_restores(tmp_path):
+    """A backup restores by the order of the variables: one of another model (the recipe
+    changed since) is refused by name, not half loaded. Backups written as .weights.h5 with
+    their seed states (before the .npz) still restore."""
+    from zoo.errors import ZooError
+    from zoo.training import _Backup
+
+    def model(width):
+        net = keras.Sequential(
+            [keras.Input((4,)), keras.layers.Dropout(0.5), keras.layers.Dense(width)]
+        )
+        net.compile(optimizer="sgd", loss="mse")
+        return net
+
+    backup = _Backup(str(tmp_path / "backup"))
+    backup.set_model(model(2))
+    backup._current_epoch, backup._last_batch_seen = 3, 0
+    backup._save_model()
+    backup.set_model(model(5))
+    with pytest.raises(ZooError, match="do not match the model's .* start a new run"):
+        backup._load_model()
+
+    old = model(2)
+    old.layers[-1].kernel.assign(np.full((4, 2), 0.25, "float32"))
+    old.save_weights(tmp_path / "backup" / "latest.weights.h5")
+    meta = {"epoch": 1, "batch": 0, "weights": "latest.weights.h5", "seeds": [[7, 0]]}
+    (tmp_path / "backup" / "training_metadata.json").write_text(json.dumps(meta))
+    restored = model(2)
+    backup.set_model(restored)
+    backup._load_model()
+    np.testing.assert_array_equal(restored.layers[-1].kernel.numpy(), 0.25)
+    np.testing.assert_array_equal(restored.layers[0].seed_generator.state.numpy(), [7, 0])
+    assert restored._initial_epoch == 1

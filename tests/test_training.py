@@ -309,17 +309,18 @@ def test_a_backup_is_whole_whatever_moment_a_kill_lands_on(tmp_path, quiet):
         zoo.train(recipe, output=out, callbacks=[Crash(2)], log=quiet)
     backup = out / rundir.backup(0)
     meta = json.loads((backup / "training_metadata.json").read_text())
-    assert meta == {
-        "epoch": 2,
-        "batch": 0,
-        "weights": "epoch2-batch0.weights.h5",
-        "seeds": [],  # lenet5 has no dropout
-    }
+    assert meta == {"epoch": 2, "batch": 0, "weights": "epoch2-batch0.npz"}
     assert sorted(p.name for p in backup.iterdir()) == [meta["weights"], "training_metadata.json"]
+    # Every variable of the model and of its optimizer, in order, with its path.
+    with np.load(backup / meta["weights"]) as saved:
+        paths = [str(p) for p in saved["paths"]]
+        assert len(saved.files) == len(paths) + 1 == 1 + 10 + 1 + 2 * 10  # lenet5's, Adam's
+        assert paths[0] == "c1/kernel" and paths[10].endswith("/iteration")
+        assert int(saved["v10"]) == 2 * 23  # two epochs of 1,437 images, 64 a step
 
     # A kill while the next backup's weights are written: a half file under a temporary name,
     # which resume ignores (and the next backup removes).
-    (backup / ".epoch3-batch0.weights.h5.x1y2.weights.h5").write_bytes(b"half")
+    (backup / ".epoch3-batch0.npz.x1y2.npz").write_bytes(b"half")
     seen = []
 
     class Record(keras.callbacks.Callback):

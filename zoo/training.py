@@ -195,29 +195,38 @@ class _Checkpoint(keras.callbacks.ModelCheckpoint):
 
 class _Backup(keras.callbacks.BackupAndRestore):
     """BackupAndRestore whose backup is one consistent unit, whatever moment a kill lands on:
-    the weights go to a file named after their epoch (written under a temporary name, then
-    renamed), then training_metadata.json (likewise) names that file, then older weights go.
+    the variables go to a file named after their epoch (written under a temporary name, then
+    renamed), then training_metadata.json (likewise) names that file, then older files go.
     Keras' own writes the weights and the metadata in place, one after the other: a kill in
     between pairs new weights with the old epoch, and a half-written metadata file stops
-    --resume with a JSON error. The metadata also keeps the dropout layers' seed states, which
-    weights files leave out."""
+    --resume with a JSON error.
+
+    The file is an .npz of every variable of the model (the dropout layers' seed states too,
+    which weights files leave out) and of its optimizer, in their order: restored by that
+    order, each shape checked (their paths, saved beside them for a reader, carry Keras'
+    per-process name counters). Written every epoch, it costs about a tenth of Keras'
+    .weights.h5 (0.07 s against 0.6 s for a two-net faces model here). Backups of .weights.h5,
+    written before, still restore."""
 
     METADATA = "training_metadata.json"
 
+    def _variables(self) -> list:
+        optimizer = self.model.optimizer
+        return [*self.model.variables, *(optimizer.variables if optimizer is not None else [])]
+
     def _save_model(self):
+        import numpy as np
+
         folder = Path(self.backup_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        name = f"epoch{self._current_epoch}-batch{self._last_batch_seen}.weights.h5"
-        with rundir.atomic_path(folder / name, suffix=".weights.h5") as tmp:
-            self.model.save_weights(tmp)
-        meta = {
-            "epoch": self._current_epoch,
-            "batch": self._last_batch_seen,
-            "weights": name,
-            "seeds": [v.numpy().tolist() for v in _seed_states(self.model)],
-        }
+        name = f"epoch{self._current_epoch}-batch{self._last_batch_seen}.npz"
+        variables = self._variables()
+        arrays = {f"v{k}": keras.ops.convert_to_numpy(v) for k, v in enumerate(variables)}
+        with rundir.atomic_path(folder / name) as tmp, tmp.open("wb") as f:
+            np.savez(f, paths=np.array([v.path for v in variables]), **arrays)
+        meta = {"epoch": self._current_epoch, "batch": self._last_batch_seen, "weights": name}
         rundir.write_json(folder / self.METADATA, meta)
-        for old in folder.glob("*.weights.h5*"):
+        for old in [*folder.glob("*.npz*"), *folder.glob("*.weights.h5*")]:
             if old.name != name:
                 old.unlink(missing_ok=True)
 
@@ -230,13 +239,35 @@ class _Backup(keras.callbacks.BackupAndRestore):
         weights = folder / meta.get("weights", "latest.weights.h5")
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(weights)
-        seeds = meta.get("seeds", [])
-        states = _seed_states(self.model)
-        if len(seeds) == len(states):
-            for variable, value in zip(states, seeds):
-                variable.assign(value)
+        if weights.suffix == ".npz":
+            self._load_arrays(weights)
+        else:
+            self.model.load_weights(weights)
+            seeds = meta.get("seeds", [])
+            states = _seed_states(self.model)
+            if len(seeds) == len(states):
+                for variable, value in zip(states, seeds):
+                    variable.assign(value)
         self.model._initial_epoch = meta["epoch"]
+
+    def _load_arrays(self, path: Path) -> None:
+        import numpy as np
+
+        variables = self._variables()
+        with np.load(path) as saved:
+            paths = [str(p) for p in saved["paths"]]
+            arrays = [saved[f"v{k}"] for k in range(len(paths))]
+        mismatch = len(paths) != len(variables) or any(
+            tuple(a.shape) != tuple(v.shape) for a, v in zip(arrays, variables)
+        )
+        if mismatch:
+            raise ZooError(
+                f"the backup {path} holds {len(paths)} variables that do not match the model's "
+                f"{len(variables)} (their shapes differ): the run's recipe or zoo changed since "
+                "it was written. Resume with the recipe the run began with, or start a new run"
+            )
+        for variable, value in zip(variables, arrays):
+            variable.assign(value)
 
 
 def _seed_states(model) -> list:

@@ -162,12 +162,22 @@ def head_config(recipe, cls):
         ) from None
 
 
-def predict_batch(model, x) -> np.ndarray:
-    """`model.predict_on_batch` on a batch of a tf.data pipeline, on any Keras backend (JAX and
-    PyTorch take arrays, not TensorFlow tensors)."""
-    if keras.backend.backend() != "tensorflow":
-        x = x.numpy()
-    return keras.ops.convert_to_numpy(model.predict_on_batch(x))
+def predictions(model, dataset):
+    """(inputs, targets, `model.predict_on_batch` of the inputs) of each batch of a tf.data
+    `dataset` of (inputs, targets), on any Keras backend (JAX and PyTorch take arrays, not
+    TensorFlow tensors). A batch smaller than the first (the last one) is padded to its size
+    with copies of its last row, whose predictions are dropped: Keras traces its predict step
+    anew for each batch shape (for the five-net faces model, about 4 s a trace)."""
+    import tensorflow as tf
+
+    size = None
+    for x, y in dataset:
+        n = int(x.shape[0])
+        size = size or n
+        batch = tf.concat([x, tf.repeat(x[-1:], size - n, axis=0)], 0) if n < size else x
+        if keras.backend.backend() != "tensorflow":
+            batch = batch.numpy()
+        yield x, y, keras.ops.convert_to_numpy(model.predict_on_batch(batch))[:n]
 
 
 def classify(model, data, run, keep_inputs: bool = False):
@@ -180,8 +190,8 @@ def classify(model, data, run, keep_inputs: bool = False):
     results = model.evaluate(data.eval, verbose=0, return_dict=True)
     metrics = {k: float(v) for k, v in results.items()}
     inputs, labels, probabilities = [], [], []
-    for x, y in data.eval:
-        probabilities.append(predict_batch(model, x))
+    for x, y, p in predictions(model, data.eval):
+        probabilities.append(p)
         y = y.numpy()
         labels.append(y.argmax(axis=1) if y.ndim == 2 else y)
         if keep_inputs:

@@ -473,8 +473,8 @@ def embeddings(model, dataset) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings, labels) of a dataset of (images, labels) batches."""
 
     vectors, labels = [], []
-    for x, y in dataset:
-        vectors.append(_common.predict_batch(model, x))
+    for _, y, v in _common.predictions(model, dataset):
+        vectors.append(v)
         labels.append(np.asarray(y))
     return np.concatenate(vectors), np.concatenate(labels)
 

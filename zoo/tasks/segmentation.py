@@ -272,8 +272,7 @@ def evaluate(model, data, run, recipe) -> dict:
             ),
             classes,
         )
-    for x, y in data.eval:
-        p = _common.predict_batch(model, x)
+    for x, y, p in _common.predictions(model, data.eval):
         truth = y.numpy()[..., 0]
         predicted = p.argmax(-1)
         cm += confusion(truth, predicted, classes)

@@ -98,3 +98,30 @@ def test_unknown_task_is_a_clear_error():
 
     with pytest.raises(ZooError, match="task"):
         tasks.get("detection")
+
+
+def test_predictions_trace_once_and_drop_the_padding_of_the_last_batch():
+    """The tasks' evaluations predict batch by batch: the last, smaller batch is padded to the
+    first one's size, so Keras traces its predict step once, and its rows come back alone."""
+    import keras
+    import tensorflow as tf
+
+    from zoo.tasks._common import predictions
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    traces = []
+    call = model.call
+
+    def counted(*args, **kwargs):
+        traces.append(1)
+        return call(*args, **kwargs)
+
+    model.call = counted
+    x = np.arange(21, dtype="float32").reshape(7, 3)
+    dataset = tf.data.Dataset.from_tensor_slices((x, np.arange(7))).batch(3)
+    out = list(predictions(model, dataset))
+    assert [len(p) for _, _, p in out] == [3, 3, 1] and len(traces) == 1
+    assert np.concatenate([y for _, y, _ in out]).tolist() == list(range(7))
+    expected = x @ model.layers[0].kernel.numpy() + model.layers[0].bias.numpy()
+    np.testing.assert_allclose(np.concatenate([p for _, _, p in out]), expected, rtol=1e-5)

@@ -248,7 +248,12 @@ def test_a_backup_of_another_model_is_refused_and_an_older_one_restores(tmp_path
     backup._current_epoch, backup._last_batch_seen = 3, 0
     backup._save_model()
     backup.set_model(model(5))
-    with pytest.raises(ZooError, match="do not match the model's .* start a new run"):
+    with pytest.raises(ZooError, match=r"model's \d+ \(in shape\): .* start a new run"):
+        backup._load_model()
+    deeper = model(2)
+    deeper.add(keras.layers.Dense(2))
+    backup.set_model(deeper)
+    with pytest.raises(ZooError, match=r"holds (\d+) variables .* model's (?!\1)\d+ \(in number\)"):
         backup._load_model()
 
     old = model(2)

@@ -261,10 +261,11 @@ class _Backup(keras.callbacks.BackupAndRestore):
             tuple(a.shape) != tuple(v.shape) for a, v in zip(arrays, variables)
         )
         if mismatch:
+            what = "in number" if len(paths) != len(variables) else "in shape"
             raise ZooError(
                 f"the backup {path} holds {len(paths)} variables that do not match the model's "
-                f"{len(variables)} (their shapes differ): the run's recipe or zoo changed since "
-                "it was written. Resume with the recipe the run began with, or start a new run"
+                f"{len(variables)} ({what}): the run's recipe or zoo changed since it was "
+                "written. Resume with the recipe the run began with, or start a new run"
             )
         for variable, value in zip(variables, arrays):
             variable.assign(value)

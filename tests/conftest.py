@@ -37,6 +37,20 @@ def shared_data(name: str) -> Path:
     return path
 
 
+def count_traces(model) -> list:
+    """A list that grows by one each time `model.call` runs in Python: once per trace of a
+    compiled step (a traced function calls the model's graph, not its Python)."""
+    traces = []
+    call = model.call
+
+    def counted(*args, **kwargs):
+        traces.append(1)
+        return call(*args, **kwargs)
+
+    model.call = counted
+    return traces
+
+
 @pytest.fixture
 def quiet():
     """Silences zoo's progress lines in tests."""

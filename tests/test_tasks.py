@@ -6,6 +6,7 @@ import numpy as np
 import pydantic
 import pytest
 
+from tests.conftest import count_traces
 from zoo import tasks
 from zoo.export import QUANTIZATIONS
 from zoo.recipes import list_recipes, load_recipe
@@ -110,14 +111,7 @@ def test_predictions_trace_once_and_drop_the_padding_of_the_last_batch():
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    traces = []
-    call = model.call
-
-    def counted(*args, **kwargs):
-        traces.append(1)
-        return call(*args, **kwargs)
-
-    model.call = counted
+    traces = count_traces(model)
     x = np.arange(21, dtype="float32").reshape(7, 3)
     dataset = tf.data.Dataset.from_tensor_slices((x, np.arange(7))).batch(3)
     out = list(predictions(model, dataset))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import zoo
+from tests.conftest import count_traces
 from zoo import rundir
 from zoo.errors import ZooError
 from zoo.recipes import load_recipe
@@ -270,14 +271,7 @@ def test_compiled_models_trace_their_train_step_once():
     model = build_model(recipe, classes=10)
     compile_model(model, recipe, steps_per_epoch=1, jit_compile=False)
     assert model.optimizer.built
-    traces = []
-    call = model.call
-
-    def counted(*args, **kwargs):
-        traces.append(1)
-        return call(*args, **kwargs)
-
-    model.call = counted
+    traces = count_traces(model)
     x = np.zeros((8, 32, 32, 1), "float32")
     model.fit(x, np.arange(8) % 10, epochs=2, verbose=0)
     assert len(traces) == 1  # Keras 3.15 alone: 2

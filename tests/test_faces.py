@@ -509,6 +509,8 @@ def test_faces_run_verifies_unseen_identities(faces_run):
     assert metrics["identification_rank1"] > 0.5
     for name in ("roc.png", "similarities.png", "curves.png", "verification.json"):
         assert (faces_run / name).is_file(), name
+    # No best checkpoint: without validation, the best epoch by training loss is no choice.
+    assert not (faces_run / "checkpoints" / "best.keras").exists()
     saved = json.loads((faces_run / "verification.json").read_text())
     assert saved["threshold"] == metrics["threshold"] and saved["embedding_dim"] == 2 * 128
     # The saved model is the embedding model: image in, unit vector out; the two members'

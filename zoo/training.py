@@ -160,17 +160,23 @@ def _best_so_far(history: Path, monitor: str) -> tuple[str, float | None]:
 
 def _callbacks(run: Path, recipe: Recipe, state: _State, phase: int, data) -> list:
     fit = recipe.fit
-    mode, best = _best_so_far(run / rundir.HISTORY, recipe.monitor)
-    out = [
-        _Epoch(data),
-        keras.callbacks.TerminateOnNaN(),
-        _Checkpoint(
-            str(run / rundir.BEST),
-            monitor=recipe.monitor,
-            mode=mode,
-            save_best_only=True,
-            initial_value_threshold=best,
-        ),
+    out = [_Epoch(data), keras.callbacks.TerminateOnNaN()]
+    if tasks.get(recipe.task).VALIDATE:
+        # The best epoch by the eval split's score. A task that does not validate (faces) has
+        # only its training loss, by which the best epoch is about the last (and across
+        # phases with different losses, no comparison): it keeps no best.keras, whose every
+        # save (the five-net faces model: 2-3 s here, most epochs) would buy nothing.
+        mode, best = _best_so_far(run / rundir.HISTORY, recipe.monitor)
+        out.append(
+            _Checkpoint(
+                str(run / rundir.BEST),
+                monitor=recipe.monitor,
+                mode=mode,
+                save_best_only=True,
+                initial_value_threshold=best,
+            )
+        )
+    out += [
         keras.callbacks.CSVLogger(str(run / rundir.HISTORY), append=True),
         keras.callbacks.TensorBoard(str(run / rundir.TENSORBOARD)),
         state,

@@ -164,8 +164,8 @@ def _callbacks(run: Path, recipe: Recipe, state: _State, phase: int, data) -> li
     if tasks.get(recipe.task).VALIDATE:
         # The best epoch by the eval split's score. A task that does not validate (faces) has
         # only its training loss, by which the best epoch is about the last (and across
-        # phases with different losses, no comparison): it keeps no best.keras, whose every
-        # save (the five-net faces model: 2-3 s here, most epochs) would buy nothing.
+        # phases with different losses, no comparison): it keeps no best.keras, whose saves
+        # (the five-net faces model: 2-3 s each here, in about half its epochs) buy nothing.
         mode, best = _best_so_far(run / rundir.HISTORY, recipe.monitor)
         out.append(
             _Checkpoint(

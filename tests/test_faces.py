@@ -15,7 +15,7 @@ from PIL import Image
 import zoo
 from tests.conftest import shared_data
 from tests.test_export import zoo_cli
-from zoo import verification
+from zoo import rundir, verification
 from zoo.data import build, image_folder
 from zoo.data.common import identity_split
 from zoo.errors import ZooError
@@ -510,7 +510,7 @@ def test_faces_run_verifies_unseen_identities(faces_run):
     for name in ("roc.png", "similarities.png", "curves.png", "verification.json"):
         assert (faces_run / name).is_file(), name
     # No best checkpoint: without validation, the best epoch by training loss is no choice.
-    assert not (faces_run / "checkpoints" / "best.keras").exists()
+    assert not (faces_run / rundir.BEST).exists()
     saved = json.loads((faces_run / "verification.json").read_text())
     assert saved["threshold"] == metrics["threshold"] and saved["embedding_dim"] == 2 * 128
     # The saved model is the embedding model: image in, unit vector out; the two members'

@@ -630,8 +630,6 @@ def test_the_python_api_loads_a_model_once_while_its_file_stays(faces_run, tmp_p
     trace, seconds each time before), and again once its file is written anew."""
     import shutil
 
-    from zoo import rundir
-
     run = tmp_path / "run"
     shutil.copytree(faces_run, run)
     loads = []

@@ -9,7 +9,7 @@ import pytest
 
 import zoo
 from tests.test_training import FAST, Crash, history_epochs
-from zoo import backbones, rundir
+from zoo import backbones, rundir, training
 from zoo.errors import ZooError
 from zoo.recipes import load_recipe
 
@@ -58,6 +58,7 @@ class Record(keras.callbacks.Callback):
         self.starts.append(
             {
                 "optimizer": id(self.model.optimizer),
+                "step": id(self.model.train_function),
                 "iterations": int(self.model.optimizer.iterations.numpy()),
                 "learning_rate": float(self.model.optimizer.learning_rate.numpy()),
                 "momentum": self.model.optimizer.momentum,
@@ -104,6 +105,35 @@ def test_phases_train_what_they_say_from_the_pretrained_backbone(pretrained, tmp
     # The saved model is the backbone plus a 5-class head, loadable by plain Keras.
     model = keras.saving.load_model(run / rundir.MODEL)
     assert model.output.shape == (None, 5)
+
+
+def test_phases_training_the_same_layers_share_one_compiled_step(
+    pretrained, tmp_path, monkeypatch, quiet
+):
+    """Phases that train the same variables (here all, at two rates) run one compiled train
+    step, each phase still with a fresh optimizer at its own rate, and train as they would
+    compiled one by one."""
+    recipe = finetune(
+        pretrained[0],
+        "phases=[{epochs=1, learning_rate=0.05}, {epochs=1, learning_rate=0.01}]",
+    )
+    record = Record()
+    run = zoo.train(recipe, output=tmp_path / "shared", callbacks=[record], log=quiet)
+    first, second = record.starts
+    assert second["step"] == first["step"]
+    assert first["iterations"] == second["iterations"] == 0
+    assert first["learning_rate"] == pytest.approx(0.05)
+    assert second["learning_rate"] == pytest.approx(0.01)
+
+    monkeypatch.setattr(training, "shares_step", lambda phases, k: False)
+    alone = Record()
+    one_by_one = zoo.train(recipe, output=tmp_path / "alone", callbacks=[alone], log=quiet)
+    assert alone.starts[1]["step"] != alone.starts[0]["step"]
+    for name in ("head", "conv1", "bn_mean"):
+        np.testing.assert_array_equal(second[name], alone.starts[1][name])
+    shared, separate = (keras.saving.load_model(r / rundir.MODEL) for r in (run, one_by_one))
+    for a, b in zip(shared.weights, separate.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
 
 
 def test_resume_across_phases(pretrained, tmp_path, quiet):

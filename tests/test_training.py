@@ -213,6 +213,27 @@ def test_schedules_derive_steps_from_the_data():
     assert set(np.round(const[5:], 6)) == {0.1}
 
 
+def test_phased_schedule_and_loss_follow_their_phase_variable():
+    """Phases compiled together read their schedule and loss by a variable: each phase's
+    values are exactly what its own schedule and loss give."""
+    from zoo.losses import MarginLoss, PhaseLoss
+    from zoo.schedules import PhaseSchedule
+
+    schedules = keras.optimizers.schedules
+    rates = [schedules.CosineDecay(0.1, 20), schedules.CosineDecay(0.01, 50, alpha=0.1)]
+    losses = [MarginLoss(scale=8.0), MarginLoss(scale=8.0, m2=0.5)]
+    phase = keras.Variable(0, dtype="int32", trainable=False)
+    rate, loss = PhaseSchedule(rates, phase), PhaseLoss(losses, phase)
+    labels = np.array([0, 2, 1])
+    cosines = np.random.default_rng(0).uniform(-1, 1, (3, 4)).astype("float32")
+    for k in (0, 1):
+        phase.assign(k)
+        for step in (0, 7, 19):
+            assert float(rate(step)) == float(rates[k](step))
+        assert float(loss(labels, cosines)) == float(losses[k](labels, cosines))
+    assert float(losses[1](labels, cosines)) > float(losses[0](labels, cosines))  # the margin
+
+
 @pytest.mark.parametrize("amx, precision", [(False, "float32"), (True, "mixed_bfloat16")])
 def test_device_policy_on_cpu_and_overrides(monkeypatch, amx, precision):
     from zoo import runtime

@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from zoo.schedules import by_phase
+
 TERMS = ("ce", "dice", "focal", "lovasz")
 
 
@@ -198,3 +200,34 @@ class MarginLoss(keras.losses.Loss):
             "m2": self.m2,
             "m3": self.m3,
         }
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class PhaseLoss(keras.losses.Loss):
+    """One loss per training phase: `losses[phase]`, where `phase` is a Keras variable the
+    training loop sets (see zoo.schedules.PhaseSchedule). Each loss gives its per-example
+    values; the phase picks one, so a phase trains on exactly its loss (the others' gradients
+    are zeros)."""
+
+    def __init__(self, losses: list, phase=None, name: str = "phase_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.losses = list(losses)
+        self.phase = (
+            phase if phase is not None else keras.Variable(0, dtype="int32", trainable=False)
+        )
+
+    def call(self, y_true, y_pred):
+        # Each loss's values before its reduction: this loss reduces them once.
+        return by_phase(self.phase, [loss.call(y_true, y_pred) for loss in self.losses])
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "losses": [keras.saving.serialize_keras_object(loss) for loss in self.losses],
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        losses = [keras.saving.deserialize_keras_object(c) for c in config.pop("losses")]
+        return cls(losses, **config)

@@ -70,3 +70,36 @@ def learning_rate(cfg: CompileConfig, steps_per_epoch: int, epochs: int):
             decay_rate=s.decay_rate,
         )
     return Warmup(after, warmup) if warmup else after
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class PhaseSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """One schedule per training phase: `schedules[phase]`, where `phase` is a Keras variable
+    the training loop sets (zoo.training: phases that train the same variables share one
+    compiled train step, which reads the phase from it). Each schedule is evaluated at the
+    optimizer's step; the phase picks one, so a phase's rates are exactly its schedule's."""
+
+    def __init__(self, schedules: list, phase=None):
+        self.schedules = list(schedules)
+        self.phase = (
+            phase if phase is not None else keras.Variable(0, dtype="int32", trainable=False)
+        )
+
+    def __call__(self, step):
+        return by_phase(self.phase, [ops.cast(s(step), "float32") for s in self.schedules])
+
+    def get_config(self):
+        return {"schedules": [keras.saving.serialize_keras_object(s) for s in self.schedules]}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls([keras.saving.deserialize_keras_object(s) for s in config["schedules"]])
+
+
+def by_phase(phase, values: list):
+    """`values[phase]` for a Keras variable `phase`, in a compiled step: each of `values` is
+    computed and the phase picks one, exactly (where it picks, the others get no gradient)."""
+    out = values[-1]
+    for k in range(len(values) - 2, -1, -1):
+        out = ops.where(ops.equal(phase, k), values[k], out)
+    return out

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import keras
 
-from zoo import _startup, backbones, evaluation, rundir, runtime, tasks
+from zoo import _startup, backbones, evaluation, rundir, runtime, schedules, tasks
 from zoo import data as data_lib
+from zoo import losses as zoo_losses
 from zoo.errors import ZooError
 from zoo.recipes import Recipe, dumps, load_recipe
 from zoo.recipes.schema import OPTIMIZERS, PhaseConfig
@@ -62,39 +63,57 @@ def build_model(recipe: Recipe, classes: int, precision: str = "float32", data=N
     return keras.Model(inputs, outputs, name=recipe.name)
 
 
+def _phase_recipe(recipe: Recipe, phase: PhaseConfig | None) -> tuple[Recipe, int]:
+    """The recipe as `phase` trains it (its learning rate, schedule and loss where it names
+    them), and the epochs its schedule spans."""
+    if phase is None:
+        return recipe, recipe.epochs
+    cfg, update = recipe.compile, {}
+    if phase.learning_rate is not None:
+        update["optimizer"] = cfg.optimizer.model_copy(
+            update={"learning_rate": phase.learning_rate}
+        )
+    if phase.schedule is not None:
+        update["schedule"] = phase.schedule
+    if phase.loss is not None:
+        update["loss"] = phase.loss
+    return recipe.model_copy(update={"compile": cfg.model_copy(update=update)}), phase.epochs
+
+
 def compile_model(
     model: keras.Model,
     recipe: Recipe,
     steps_per_epoch: int,
     jit_compile,
-    phase: PhaseConfig | None = None,
-) -> None:
-    """Compiles with a new optimizer: the recipe's, or with `phase`'s learning rate and schedule
-    over `phase`'s epochs (its schedule starts over), and `phase`'s loss where it names one."""
-    cfg, epochs = recipe.compile, recipe.epochs
-    if phase is not None:
-        epochs = phase.epochs
-        update = {}
-        if phase.learning_rate is not None:
-            update["optimizer"] = cfg.optimizer.model_copy(
-                update={"learning_rate": phase.learning_rate}
-            )
-        if phase.schedule is not None:
-            update["schedule"] = phase.schedule
-        if phase.loss is not None:
-            update["loss"] = phase.loss
-        cfg = cfg.model_copy(update=update)
-        recipe = recipe.model_copy(update={"compile": cfg})
-    optimizer_cls = getattr(keras.optimizers, OPTIMIZERS[cfg.optimizer.name])
-    optimizer = optimizer_cls(
-        learning_rate=learning_rate(cfg, steps_per_epoch, epochs), **cfg.optimizer.args
-    )
-    optimizer = loss_scaled(model, optimizer)
+    phases: list[PhaseConfig | None] | None = None,
+):
+    """Compiles with a new optimizer: the recipe's, or with a phase's learning rate and schedule
+    over its epochs (its schedule starts over), and its loss where it names one.
+
+    Several `phases`, which must train the same variables (`shares_step`), share one compiled
+    train step (on TensorFlow, tracing a five-net faces model's step takes most of a minute):
+    it reads the phase's schedule and loss through a Keras variable. Returns `start(k)`, which
+    readies the k-th of them: it sets that variable and gives the optimizer back the state it
+    was built with, as a new optimizer would have. With one phase, returns None."""
+    phases = phases or [None]
     task = tasks.get(recipe.task)
     classes = model.output.shape[-1]
+    recipes = [_phase_recipe(recipe, p) for p in phases]
+    rates = [learning_rate(r.compile, steps_per_epoch, epochs) for r, epochs in recipes]
+    losses = [task.loss(r, classes) for r, _ in recipes]
+    phase = None
+    if len(phases) > 1:
+        phase = keras.Variable(0, dtype="int32", trainable=False, name="phase")
+        rates = [schedules.PhaseSchedule(rates, phase)]
+        if any(loss.get_config() != losses[0].get_config() for loss in losses):
+            losses = [zoo_losses.PhaseLoss(losses, phase)]
+    cfg = recipes[0][0].compile
+    optimizer_cls = getattr(keras.optimizers, OPTIMIZERS[cfg.optimizer.name])
+    optimizer = optimizer_cls(learning_rate=rates[0], **cfg.optimizer.args)
+    optimizer = loss_scaled(model, optimizer)
     model.compile(
         optimizer=optimizer,
-        loss=task.loss(recipe, classes),
+        loss=losses[0],
         metrics=task.metrics(recipe, classes),
         jit_compile=jit_compile,
     )
@@ -103,6 +122,28 @@ def compile_model(
         # traces the first train step, which it then traces a second time; created here, the
         # step is traced once (a five-net faces model: its first step 74 s -> 43 s).
         optimizer.build(model.trainable_variables)
+    if phase is None:
+        return None
+    fresh = [variable.numpy() for variable in optimizer.variables]
+
+    def start(k: int) -> None:
+        for variable, value in zip(optimizer.variables, fresh):
+            variable.assign(value)
+        phase.assign(k)
+
+    return start
+
+
+def shares_step(phases: list[PhaseConfig | None], k: int) -> bool:
+    """Whether phase k can train with phase k-1's compiled step: both train the same
+    variables, on TensorFlow (JAX's compiled step would keep the phase it was traced in)."""
+    before, phase = phases[k - 1] if k else None, phases[k]
+    return (
+        keras.backend.backend() == "tensorflow"
+        and before is not None
+        and phase is not None
+        and (before.trainable, before.freeze_batchnorm) == (phase.trainable, phase.freeze_batchnorm)
+    )
 
 
 def loss_scaled(model: keras.Model, optimizer):
@@ -483,6 +524,7 @@ def _train(
             trained.load_weights(run / rundir.phase_end(first - 1))
     if keras.backend.backend() == "tensorflow":
         _startup.say_onednn_int32_note()
+    start = None  # readies a phase of those compiled together (see compile_model)
     for k in range(first, len(phases)):
         phase = phases[k]
         end = starts[k] + phase.epochs if phase is not None else recipe.epochs
@@ -492,8 +534,17 @@ def _train(
                 f"zoo: phase {k + 1} of {len(phases)}, epochs {starts[k] + 1}-{end}: "
                 f"{phase.trainable} trainable ({trainable:,} parameters)"
             )
-        with policy.strategy.scope():
-            compile_model(trained, recipe, data.steps_per_epoch, policy.jit_compile, phase)
+        if start is None or not shares_step(phases, k):
+            shared = k + 1
+            while shared < len(phases) and shares_step(phases, shared):
+                shared += 1
+            with policy.strategy.scope():
+                start = compile_model(
+                    trained, recipe, data.steps_per_epoch, policy.jit_compile, phases[k:shared]
+                )
+            compiled_at = k
+        if start is not None:
+            start(k - compiled_at)
         # BackupAndRestore sets this when it restores, and fit() prefers it to initial_epoch:
         # clear what an earlier phase left.
         trained._initial_epoch = None

@@ -112,10 +112,10 @@ def test_phases_training_the_same_layers_share_one_compiled_step(
 ):
     """Phases that train the same variables (here all, at two rates) run one compiled train
     step, each phase still with a fresh optimizer at its own rate, and train as they would
-    compiled one by one."""
+    compiled one by one; a run stopped inside the second resumes to the same weights."""
     recipe = finetune(
         pretrained[0],
-        "phases=[{epochs=1, learning_rate=0.05}, {epochs=1, learning_rate=0.01}]",
+        "phases=[{epochs=1, learning_rate=0.05}, {epochs=2, learning_rate=0.01}]",
     )
     record = Record()
     run = zoo.train(recipe, output=tmp_path / "shared", callbacks=[record], log=quiet)
@@ -131,9 +131,15 @@ def test_phases_training_the_same_layers_share_one_compiled_step(
     assert alone.starts[1]["step"] != alone.starts[0]["step"]
     for name in ("head", "conv1", "bn_mean"):
         np.testing.assert_array_equal(second[name], alone.starts[1][name])
-    shared, separate = (keras.saving.load_model(r / rundir.MODEL) for r in (run, one_by_one))
-    for a, b in zip(shared.weights, separate.weights):
-        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    monkeypatch.undo()
+    with pytest.raises(KeyboardInterrupt):
+        zoo.train(recipe, output=tmp_path / "resumed", callbacks=[Crash(2)], log=quiet)
+    resumed = zoo.train(recipe, output=tmp_path / "resumed", resume=True, log=quiet)
+    shared = keras.saving.load_model(run / rundir.MODEL)
+    for other in (one_by_one, resumed):
+        weights = keras.saving.load_model(other / rundir.MODEL).weights
+        for a, b in zip(shared.weights, weights):
+            np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=f"{other}: {a.path}")
 
 
 def test_resume_across_phases(pretrained, tmp_path, quiet):

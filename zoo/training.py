@@ -535,14 +535,22 @@ def _train(
                 f"{phase.trainable} trainable ({trainable:,} parameters)"
             )
         if start is None or not shares_step(phases, k):
-            shared = k + 1
+            # The phases compiled together, from the first of them even where a resumed run
+            # starts later: the same step as the run would have had, so it resumes to the
+            # same weights.
+            compiled_at, shared = k, k + 1
+            while compiled_at and shares_step(phases, compiled_at):
+                compiled_at -= 1
             while shared < len(phases) and shares_step(phases, shared):
                 shared += 1
             with policy.strategy.scope():
                 start = compile_model(
-                    trained, recipe, data.steps_per_epoch, policy.jit_compile, phases[k:shared]
+                    trained,
+                    recipe,
+                    data.steps_per_epoch,
+                    policy.jit_compile,
+                    phases[compiled_at:shared],
                 )
-            compiled_at = k
         if start is not None:
             start(k - compiled_at)
         # BackupAndRestore sets this when it restores, and fit() prefers it to initial_epoch:

@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -86,7 +87,7 @@ def compile_model(
     steps_per_epoch: int,
     jit_compile,
     phases: list[PhaseConfig | None] | None = None,
-):
+) -> Callable[[int], None] | None:
     """Compiles with a new optimizer: the recipe's, or with a phase's learning rate and schedule
     over its epochs (its schedule starts over), and its loss where it names one.
 

@@ -102,19 +102,19 @@ def compile_model(
     recipes = [_phase_recipe(recipe, p) for p in phases]
     rates = [learning_rate(r.compile, steps_per_epoch, epochs) for r, epochs in recipes]
     losses = [task.loss(r, classes) for r, _ in recipes]
-    phase = None
+    phase, rate, loss = None, rates[0], losses[0]
     if len(phases) > 1:
         phase = keras.Variable(0, dtype="int32", trainable=False, name="phase")
-        rates = [schedules.PhaseSchedule(rates, phase)]
-        if any(loss.get_config() != losses[0].get_config() for loss in losses):
-            losses = [zoo_losses.PhaseLoss(losses, phase)]
+        rate = schedules.PhaseSchedule(rates, phase)
+        if any(other.get_config() != loss.get_config() for other in losses):
+            loss = zoo_losses.PhaseLoss(losses, phase)
     cfg = recipes[0][0].compile
     optimizer_cls = getattr(keras.optimizers, OPTIMIZERS[cfg.optimizer.name])
-    optimizer = optimizer_cls(learning_rate=rates[0], **cfg.optimizer.args)
+    optimizer = optimizer_cls(learning_rate=rate, **cfg.optimizer.args)
     optimizer = loss_scaled(model, optimizer)
     model.compile(
         optimizer=optimizer,
-        loss=losses[0],
+        loss=loss,
         metrics=task.metrics(recipe, classes),
         jit_compile=jit_compile,
     )

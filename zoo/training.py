@@ -568,9 +568,7 @@ def _train(
         )
         losses = history.history.get("loss", [])
         if any(math.isnan(v) or math.isinf(v) for v in losses):
-            rate = recipe.compile.optimizer.learning_rate
-            if phase is not None and phase.learning_rate is not None:
-                rate = phase.learning_rate
+            rate = _phase_recipe(recipe, phase)[0].compile.optimizer.learning_rate
             raise ZooError(
                 f"training of {recipe.name} stopped: the loss became NaN at epoch "
                 f"{starts[k] + len(losses)}. Lower compile.optimizer.learning_rate ({rate}) or "

@@ -234,6 +234,43 @@ def test_phased_schedule_and_loss_follow_their_phase_variable():
     assert float(losses[1](labels, cosines)) > float(losses[0](labels, cosines))  # the margin
 
 
+def test_a_decaying_optimizer_traces_its_schedule_once_per_step():
+    """AdamW reads its rate once per variable to decay it; a zoo optimizer's traced step
+    computes the schedule once (per graph traced), and trains to bitwise the same weights."""
+    import tensorflow as tf
+
+    from zoo.training import rate_once_per_trace
+
+    traced = []
+
+    class Counted(keras.optimizers.schedules.CosineDecay):
+        def __call__(self, step):
+            if not tf.executing_eagerly():
+                traced.append(tf.compat.v1.get_default_graph())
+            return super().__call__(step)
+
+    x = np.random.default_rng(0).normal(size=(64, 5)).astype("float32")
+    y = (x[:, :2].sum(1) > 0).astype("int32")
+    trained, calls = [], []
+    for once in (False, True):
+        traced.clear()
+        keras.utils.set_random_seed(1)
+        model = keras.Sequential(
+            [keras.Input((5,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2)]
+        )
+        optimizer = keras.optimizers.AdamW(Counted(0.05, 20), weight_decay=0.1)
+        if once:
+            rate_once_per_trace(optimizer)
+        model.compile(optimizer, "sparse_categorical_crossentropy", jit_compile=False)
+        model.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
+        trained.append([w.numpy() for w in model.weights])
+        calls.append(len(traced) / len(set(traced)))
+    # Keras' own: once to apply the gradients, once per variable (4) to decay it
+    assert calls == [5, 1]
+    for a, b in zip(*trained):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("amx, precision", [(False, "float32"), (True, "mixed_bfloat16")])
 def test_device_policy_on_cpu_and_overrides(monkeypatch, amx, precision):
     from zoo import runtime

@@ -111,6 +111,7 @@ def compile_model(
     cfg = recipes[0][0].compile
     optimizer_cls = getattr(keras.optimizers, OPTIMIZERS[cfg.optimizer.name])
     optimizer = optimizer_cls(learning_rate=rate, **cfg.optimizer.args)
+    rate_once_per_trace(optimizer)
     optimizer = loss_scaled(model, optimizer)
     model.compile(
         optimizer=optimizer,
@@ -133,6 +134,35 @@ def compile_model(
         phase.assign(k)
 
     return start
+
+
+def rate_once_per_trace(optimizer) -> None:
+    """Has `optimizer` (Keras', on TensorFlow) compute its scheduled learning rate once per
+    traced graph. Keras' TensorFlow optimizers read the rate once per variable where they
+    decay weights (AdamW; SGD and Adam with weight_decay), each read adding the schedule's
+    operations to the traced step again: a faces fixture's two ResNet-20s, 122 variables,
+    traced 122 schedules into their step, several seconds of its tracing. Every read in one
+    step sees the same step count (the optimizer counts its step after all its updates), so
+    the rate is the same tensor: the weights come out bitwise the same. Eager reads (callbacks,
+    the rate a run logs) compute it each time, as Keras does."""
+    if keras.backend.backend() != "tensorflow" or not hasattr(
+        optimizer, "_get_current_learning_rate"
+    ):
+        return
+    import tensorflow as tf
+
+    compute = optimizer._get_current_learning_rate
+    held: dict = {}
+
+    def current():
+        if tf.executing_eagerly():
+            return compute()
+        graph = tf.compat.v1.get_default_graph()
+        if held.get("graph") is not graph:
+            held.update(graph=graph, rate=compute())
+        return held["rate"]
+
+    optimizer._get_current_learning_rate = current
 
 
 def shares_step(phases: list[PhaseConfig | None], k: int) -> bool:

@@ -139,8 +139,8 @@ def float_layers(model) -> list[str]:
 def _litert_keeping_float(model, path: Path, options: dict, keep: list[str]) -> None:
     """Writes `model` as an int8 TFLite file (`options` from `_converter_options`) with the
     operations of the layers named `keep` left in float: TFLite's selective quantization
-    (tf.lite.experimental.QuantizationDebugger's denylisted nodes, named by the float
-    conversion's tensors)."""
+    (tf.lite.experimental.QuantizationDebugger's denylisted nodes, named by the calibrated
+    model's tensors)."""
     import re
     import tempfile
     import warnings
@@ -150,24 +150,23 @@ def _litert_keeping_float(model, path: Path, options: dict, keep: list[str]) -> 
 
     with tempfile.TemporaryDirectory() as saved:
         model.export(saved, format="tf_saved_model", verbose=False)
-        content = tf.lite.TFLiteConverter.from_saved_model(saved).convert()
-        tensors = Interpreter(model_content=content).get_tensor_details()
-        # The tensors' names run through the layers' (each name_1 in Keras' SavedModel).
-        pattern = re.compile("|".join(rf"/{re.escape(name)}(_\d+)?/" for name in keep))
-        nodes = [t["name"] for t in tensors if pattern.search(t["name"])]
-        if not nodes:
-            raise ZooError(f"no TFLite tensors of {', '.join(keep)} to keep in float")
         converter = tf.lite.TFLiteConverter.from_saved_model(saved)
         converter.optimizations = options["optimizations"]
         converter.representative_dataset = options["representative_dataset"]
         with warnings.catch_warnings():
             # The debugger runs TensorFlow's own tf.lite.Interpreter, which warns of its end.
             warnings.filterwarnings("ignore", "(?s).*tf.lite.Interpreter is deprecated")
+            # Calibrated once; the nodes to keep are named by the calibrated model's tensors,
+            # which run through the layers' names (each name_1 in Keras' SavedModel).
             debugger = tf.lite.experimental.QuantizationDebugger(
-                converter=converter,
-                debug_dataset=options["representative_dataset"],
-                debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=nodes),
+                converter=converter, debug_dataset=options["representative_dataset"]
             )
+            tensors = Interpreter(model_content=debugger.calibrated_model).get_tensor_details()
+            pattern = re.compile("|".join(rf"/{re.escape(name)}(_\d+)?/" for name in keep))
+            nodes = [t["name"] for t in tensors if pattern.search(t["name"])]
+            if not nodes:
+                raise ZooError(f"no TFLite tensors of {', '.join(keep)} to keep in float")
+            debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=nodes)
             path.write_bytes(debugger.get_nondebug_quantized_model())
 
 

@@ -265,8 +265,8 @@ def test_a_decaying_optimizer_traces_its_schedule_once_per_step():
         model.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
         trained.append([w.numpy() for w in model.weights])
         calls.append(len(traced) / len(set(traced)))
-    # Keras' own: once to apply the gradients, once per variable (4) to decay it
-    assert calls == [5, 1]
+    # Keras' own: once to apply the gradients, once per variable (4 here) to decay it
+    assert calls[0] > calls[1] == 1
     for a, b in zip(*trained):
         np.testing.assert_array_equal(a, b)
 

@@ -332,6 +332,13 @@ def export(
         raise ZooError(f"tolerance must be between 0 and 1 (an agreement), received {tolerance}")
     model, recipe, run = rundir.load(source, what="export", compile=False)
     model = in_float32(model)
+    keep_float = float_layers(model) if format == "tflite" and quantize == "int8" else []
+    if keep_float and full_integer:  # before reading data or writing anything
+        raise ZooError(
+            f"{', '.join(keep_float)}: a full-integer model cannot keep TanTriggs in float, "
+            "and in int8 it loses the image; export with --quantize int8 without "
+            "--full-integer (int8 weights and float input and output)"
+        )
     task = tasks.get(recipe.task) if recipe else _task_of(model)
     if output is None and not isinstance(source, str | os.PathLike):
         raise ZooError("exporting a model object needs output=, the folder to write to")
@@ -353,13 +360,7 @@ def export(
     # What is converted (the model behind the users' input, or a text model's token-id
     # network), how eval inputs become its inputs, and files that go beside it.
     target, feed, files = task.serving(model, format, input_dtype, any_size)
-    keep_float = float_layers(target) if format == "tflite" and quantize == "int8" else []
-    if keep_float and full_integer:
-        raise ZooError(
-            f"{', '.join(keep_float)}: a full-integer model cannot keep TanTriggs in float, "
-            "and in int8 it loses the image; export with --quantize int8 without "
-            "--full-integer (int8 weights and float input and output)"
-        )
+    keep_float = float_layers(target) if keep_float else []
     options = _converter_options(
         quantize,
         lambda: feed(_calibration_images(recipe, representative, images)),

@@ -369,6 +369,35 @@ def test_best_threshold_and_ten_fold_accuracy():
     assert 0.6 < mean < 0.85
 
 
+def test_identity_errors_count_each_identitys_rejected_and_accepted_pairs():
+    # Three identities: a (images 0-2), b (3, 4), c (5). Threshold 0.5.
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    first, second = np.triu_indices(6, k=1)
+    genuine = labels[first] == labels[second]
+    s = np.zeros(len(first))
+    pair = {(int(i), int(j)): k for k, (i, j) in enumerate(zip(first, second))}
+    for i, j in [(0, 1), (3, 4)]:  # accepted genuine pairs; a's (0, 2), (1, 2) rejected
+        s[pair[i, j]] = 0.9
+    for i, j in [(0, 5), (1, 5), (2, 3)]:  # accepted impostors: a with c twice, a with b once
+        s[pair[i, j]] = 0.7
+    rows = verification.identity_errors(s, genuine, first, second, labels, ["a", "b", "c"], 0.5)
+    assert [r["identity"] for r in rows] == ["a", "c", "b"]  # 2 + 3, 2, 1 errors
+    a, c, b = rows
+    assert (a["images"], a["genuine_pairs"], a["rejected"]) == (3, 3, 2)
+    assert (a["impostor_pairs"], a["accepted"]) == (9, 3)
+    assert (a["accepted_most_with"], a["accepted_with_it"]) == ("c", 2)
+    assert (b["genuine_pairs"], b["rejected"], b["impostor_pairs"], b["accepted"]) == (1, 0, 8, 1)
+    assert (b["accepted_most_with"], b["accepted_with_it"]) == ("a", 1)
+    counts = ("genuine_pairs", "rejected", "impostor_pairs", "accepted", "accepted_most_with")
+    assert [c[k] for k in counts] == [0, 0, 5, 2, "a"]
+    # Only what the split's pairs hold is counted (a sample of the impostor pairs).
+    keep = genuine | (s > 0)  # the genuine pairs and the accepted impostor pairs
+    rows = verification.identity_errors(
+        s[keep], genuine[keep], first[keep], second[keep], labels, ["a", "b", "c"], 0.5
+    )
+    assert [(r["identity"], r["impostor_pairs"]) for r in rows] == [("a", 3), ("c", 2), ("b", 1)]
+
+
 def test_identification_rank1_on_made_up_embeddings():
     e = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [0.8, 0.6]], "float32")
     labels = np.array([0, 0, 1, 1, 1])
@@ -509,6 +538,26 @@ def test_faces_run_verifies_unseen_identities(faces_run):
     assert metrics["identification_rank1"] > 0.5
     for name in ("roc.png", "similarities.png", "curves.png", "verification.json"):
         assert (faces_run / name).is_file(), name
+    # Each eval identity's errors at the calibrated threshold, most first.
+    header, *rows = [
+        line.split("\t") for line in (faces_run / "identities.tsv").read_text().splitlines()
+    ]
+    assert header[:6] == [
+        "identity",
+        "images",
+        "genuine_pairs",
+        "rejected",
+        "impostor_pairs",
+        "accepted",
+    ]
+    assert sorted(r[0] for r in rows) == sorted(metrics["eval_identity_names"])
+    assert all(r[1:3] == ["10", "45"] and r[4] == "900" for r in rows)
+    rejected = sum(int(r[3]) for r in rows)
+    assert rejected == round((1 - metrics["tar_at_threshold"]) * metrics["genuine_pairs"])
+    accepted = sum(int(r[5]) for r in rows)  # each accepted impostor pair counts for both
+    assert accepted == 2 * round(metrics["far_at_threshold"] * metrics["impostor_pairs"])
+    errors = [int(r[3]) + int(r[5]) for r in rows]
+    assert errors == sorted(errors, reverse=True)
     # No best checkpoint: without validation, the best epoch by training loss is no choice.
     assert not (faces_run / rundir.BEST).exists()
     saved = json.loads((faces_run / "verification.json").read_text())

@@ -482,7 +482,8 @@ def embeddings(model, dataset) -> tuple[np.ndarray, np.ndarray]:
 def evaluate(model, data, run, recipe) -> dict:
     """Verification on the eval identities (ROC AUC, EER, TAR at FAR, 10-fold accuracy, the
     threshold at eval.target_far) and rank-1 identification; writes roc.png,
-    similarities.png and the threshold (verification.json) into `run`."""
+    similarities.png, the threshold (verification.json) and each identity's errors at it
+    (identities.tsv) into `run`."""
     from pathlib import Path
 
     from zoo import verification
@@ -496,12 +497,17 @@ def evaluate(model, data, run, recipe) -> dict:
         seed=recipe.runtime.seed,
     )
     s, genuine = result.pop("_scores"), result.pop("_genuine")
+    first, second = result.pop("_pairs")
     result["eval_identities"] = len(np.unique(labels))
     result["eval_identity_names"] = list(data.eval_class_names or [])
     if run is not None:
         run = Path(run)
         verification.plot(s, genuine, result["threshold"], result["target_far"], run)
         verification.write_threshold(run, result, vectors.shape[-1])
+        rows = verification.identity_errors(
+            s, genuine, first, second, labels, data.eval_class_names, result["threshold"]
+        )
+        verification.write_identity_errors(run / verification.IDENTITIES, rows)
     return result
 
 

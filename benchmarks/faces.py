@@ -7,7 +7,8 @@ zoo trains the recipe on the other identities and verifies the held-out ones (RO
 from metrics.json). The peer is eigenfaces (Turk and Pentland 1991) on the same split: PCA
 (50 components, scikit-learn) fitted on the training identities' pixels at the recipe's image
 size, read as `zoo predict` reads them, and the held-out images scored by the cosine of their
-components over all pairs, as zoo scores its embeddings. Prints one row per draw, the means,
+components over all pairs, as zoo scores its embeddings. Prints one row per draw (and the
+identities with the most errors at the run's threshold, from its identities.tsv), the means,
 and zoo's share of draws that meet AUC >= 0.98 with EER <= 0.05.
 
     python benchmarks/faces.py DIR [--recipe arcface_att_faces] [--seed 42 --seed 1 ...]
@@ -62,6 +63,13 @@ def zoo_recipe(root: Path, name: str, seed: int, identities, overrides, keep) ->
         run = zoo.train(recipe, output=folder, log=lambda *a, **k: None)
         seconds = time.perf_counter() - start
         metrics = json.loads((run / "metrics.json").read_text())
+        # The identities with the most errors at the run's calibrated threshold.
+        rows = [line.split("\t") for line in (run / "identities.tsv").read_text().splitlines()]
+        hardest = [
+            f"{r[0]} ({r[3]} of {r[2]} genuine pairs rejected, {r[5]} impostor pairs accepted)"
+            for r in rows[1:4]
+            if int(r[3]) + int(r[5])
+        ]
     shape = (*recipe.data.image_size, recipe.data.channels)
     return {
         "seconds": seconds,
@@ -69,6 +77,7 @@ def zoo_recipe(root: Path, name: str, seed: int, identities, overrides, keep) ->
         "eer": metrics["eer"],
         "train": metrics["classes"],
         "held_out": metrics["eval_identity_names"],
+        "hardest": hardest,
         "shape": shape,
     }
 
@@ -95,6 +104,8 @@ def main():
             f"  held out: {' '.join(ours['held_out'])}",
             flush=True,
         )
+        if ours["hardest"]:
+            print(f"       most errors: {'; '.join(ours['hardest'])}", flush=True)
 
     def mean(who, key):
         return float(np.mean([r[who][key] for r in rows]))

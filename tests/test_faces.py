@@ -873,6 +873,9 @@ def test_faces_benchmark_scores_zoo_and_eigenfaces_on_one_draw(tmp_path):
     assert row["seed"] == 5 and set(row["zoo"]["held_out"]) == set(held_out)
     metrics = json.loads((tmp_path / "arcface_att_faces-seed5" / "metrics.json").read_text())
     assert row["zoo"]["roc_auc"] == metrics["roc_auc"]
+    # Two epochs leave errors: the identities with the most are named under the row.
+    assert row["zoo"]["hardest"][0].split()[0] in held_out
+    assert f"most errors: {row['zoo']['hardest'][0]}" in done.stdout
     # Eigenfaces on 32x28 pixels of these 10 people: far above chance, short of perfect.
     assert 0.85 < row["eigenfaces"]["roc_auc"] < 1 and 0 < row["eigenfaces"]["eer"] < 0.25
     assert "zoo meets AUC >= 0.98 and EER <= 0.05 on" in done.stdout and "of 1 draws" in done.stdout

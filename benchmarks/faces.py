@@ -52,6 +52,7 @@ def eigenfaces(root: Path, train, held_out, shape, components=50, seed=0) -> dic
 
 def zoo_recipe(root: Path, name: str, seed: int, identities, overrides, keep) -> dict:
     import zoo
+    from zoo.verification import most_errors
 
     sets = [f"data.path='{root}'", f"runtime.seed={seed}", "fit.verbose=0", *overrides]
     if identities:
@@ -63,13 +64,7 @@ def zoo_recipe(root: Path, name: str, seed: int, identities, overrides, keep) ->
         run = zoo.train(recipe, output=folder, log=lambda *a, **k: None)
         seconds = time.perf_counter() - start
         metrics = json.loads((run / "metrics.json").read_text())
-        # The identities with the most errors at the run's calibrated threshold.
-        rows = [line.split("\t") for line in (run / "identities.tsv").read_text().splitlines()]
-        hardest = [
-            f"{r[0]} ({r[3]} of {r[2]} genuine pairs rejected, {r[5]} impostor pairs accepted)"
-            for r in rows[1:4]
-            if int(r[3]) + int(r[5])
-        ]
+        hardest = most_errors(run)  # at the run's calibrated threshold
     shape = (*recipe.data.image_size, recipe.data.channels)
     return {
         "seconds": seconds,

@@ -558,6 +558,10 @@ def test_faces_run_verifies_unseen_identities(faces_run):
     assert accepted == 2 * round(metrics["far_at_threshold"] * metrics["impostor_pairs"])
     errors = [int(r[3]) + int(r[5]) for r in rows]
     assert errors == sorted(errors, reverse=True)
+    shown = verification.most_errors(faces_run)
+    assert 1 <= len(shown) <= 3 and shown[0].startswith(
+        f"{rows[0][0]} ({rows[0][3]} of 45 genuine pairs rejected, {rows[0][5]} impostor"
+    )
     # No best checkpoint: without validation, the best epoch by training loss is no choice.
     assert not (faces_run / rundir.BEST).exists()
     saved = json.loads((faces_run / "verification.json").read_text())
@@ -628,6 +632,26 @@ def test_faces_export_onnx(faces_run):
     report = zoo.export(faces_run, format="onnx")
     assert report["min_cosine"] >= 0.999
     assert report["export_roc_auc"] == pytest.approx(report["keras_roc_auc"], abs=1e-4)
+
+
+def test_zoo_train_ends_naming_the_identities_with_the_most_errors(faces_run, monkeypatch):
+    """zoo-train's last lines for a faces run (the training itself is the fixture's)."""
+    from click.testing import CliRunner
+
+    import zoo_cli
+    from zoo import training
+
+    monkeypatch.setattr(training, "train", lambda recipe, output, resume: faces_run)
+    result = CliRunner().invoke(
+        zoo_cli.train_cmd,
+        [str(faces_run / "recipe.toml"), "--output", str(faces_run)],
+        prog_name="zoo-train",
+    )
+    assert result.exit_code == 0, result.output
+    *_, finished, hardest = result.stdout.strip().splitlines()
+    assert finished.startswith(f"zoo: finished {faces_run}: ") and "roc_auc=" in finished
+    shown = verification.most_errors(faces_run)
+    assert hardest == "zoo: most errors at the threshold (identities.tsv): " + "; ".join(shown)
 
 
 def test_verify_embed_identify_commands(faces_run, tmp_path):

@@ -227,6 +227,22 @@ def write_identity_errors(path: Path, rows: list[dict]) -> None:
     rundir.write_text(path, "\n".join(lines) + "\n")
 
 
+def most_errors(run, shown: int = 3) -> list[str]:
+    """The identities with the most errors in a run's identities.tsv, in words (none where
+    the run has no such file or no errors)."""
+    path = Path(run) / IDENTITIES
+    if not path.is_file():
+        return []
+    header, *rows = (line.split("\t") for line in path.read_text().splitlines())
+    rows = [dict(zip(header, row, strict=True)) for row in rows]
+    return [
+        f"{r['identity']} ({r['rejected']} of {r['genuine_pairs']} genuine pairs rejected, "
+        f"{r['accepted']} impostor pairs accepted)"
+        for r in rows[:shown]
+        if int(r["rejected"]) + int(r["accepted"])
+    ]
+
+
 def plot(s: np.ndarray, genuine: np.ndarray, threshold: float, target_far: float, run: Path):
     """roc.png (TAR against FAR, log FAR axis) and similarities.png (the two histograms)."""
     import matplotlib

@@ -139,7 +139,8 @@ def far_key(far: float) -> str:
 
 def scores(embeddings, labels, *, target_far: float, max_impostors: int, seed: int) -> dict:
     """Every verification and identification number of an eval split's embeddings, with the
-    pair scores (`_scores`, `_genuine`) for the plots."""
+    pairs' scores (`_scores`, `_genuine`, and `_pairs`: their images' indices) for the plots
+    and `identity_errors`."""
     from sklearn.metrics import roc_auc_score
 
     labels = np.asarray(labels)

@@ -193,30 +193,43 @@ def identity_errors(s, genuine, first, second, labels, names, threshold: float) 
     with most often. A few identities (two sittings, glasses on and off, look-alikes) usually
     make most of a split's errors."""
     labels = np.asarray(labels)
+    ids = np.unique(labels)
+    size = int(ids.max()) + 1
     accepted = np.asarray(s) >= threshold
     a, b = labels[first], labels[second]
+    impostor = ~genuine
+
+    def count(*sides):
+        return sum(np.bincount(side, minlength=size) for side in sides)
+
+    hits = impostor & accepted
+    # Each accepted impostor pair from both sides: (identity, the other), counted.
+    taken = np.stack([np.r_[a[hits], b[hits]], np.r_[b[hits], a[hits]]], axis=1)
+    with_whom, times = (
+        np.unique(taken, axis=0, return_counts=True)
+        if len(taken)
+        else (np.zeros((0, 2), int), np.zeros(0, int))
+    )
+    columns = {
+        "images": count(labels),
+        "genuine_pairs": count(a[genuine]),
+        "rejected": count(a[genuine & ~accepted]),
+        "impostor_pairs": count(a[impostor], b[impostor]),
+        "accepted": count(a[hits], b[hits]),
+    }
+
+    def name(k):
+        return str(names[k]) if names is not None and k < len(names) else str(k)
+
     rows = []
-    for k in np.unique(labels):
-        mine = genuine & (a == k)
-        theirs = ~genuine & ((a == k) | (b == k))
-        others = np.where(a == k, b, a)[theirs & accepted]
-        row = {
-            "identity": str(names[k]) if names is not None and k < len(names) else str(k),
-            "images": int(np.sum(labels == k)),
-            "genuine_pairs": int(mine.sum()),
-            "rejected": int(np.sum(mine & ~accepted)),
-            "impostor_pairs": int(theirs.sum()),
-            "accepted": len(others),
-            "accepted_most_with": "",
-            "accepted_with_it": 0,
-        }
-        if len(others):
-            values, counts = np.unique(others, return_counts=True)
-            other = values[np.argmax(counts)]  # the first of the most frequent, by label
-            row["accepted_most_with"] = (
-                str(names[other]) if names is not None and other < len(names) else str(other)
-            )
-            row["accepted_with_it"] = int(counts.max())
+    for k in ids:
+        row = {"identity": name(k), **{key: int(c[k]) for key, c in columns.items()}}
+        mine = with_whom[:, 0] == k
+        row["accepted_most_with"], row["accepted_with_it"] = "", 0
+        if mine.any():  # the first of the most frequent, by label
+            best = np.argmax(times[mine])
+            row["accepted_most_with"] = name(with_whom[mine][best, 1])
+            row["accepted_with_it"] = int(times[mine][best])
         rows.append(row)
     rows.sort(key=lambda r: -(r["rejected"] + r["accepted"]))  # stable: ties keep label order
     return rows

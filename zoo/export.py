@@ -360,7 +360,6 @@ def export(
     # What is converted (the model behind the users' input, or a text model's token-id
     # network), how eval inputs become its inputs, and files that go beside it.
     target, feed, files = task.serving(model, format, input_dtype, any_size)
-    keep_float = float_layers(target) if keep_float else []  # named as the target has them
     options = _converter_options(
         quantize,
         lambda: feed(_calibration_images(recipe, representative, images)),

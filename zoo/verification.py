@@ -205,11 +205,7 @@ def identity_errors(s, genuine, first, second, labels, names, threshold: float) 
     hits = impostor & accepted
     # Each accepted impostor pair from both sides: (identity, the other), counted.
     taken = np.stack([np.r_[a[hits], b[hits]], np.r_[b[hits], a[hits]]], axis=1)
-    with_whom, times = (
-        np.unique(taken, axis=0, return_counts=True)
-        if len(taken)
-        else (np.zeros((0, 2), int), np.zeros(0, int))
-    )
+    with_whom, times = np.unique(taken, axis=0, return_counts=True)
     columns = {
         "images": count(labels),
         "genuine_pairs": count(a[genuine]),

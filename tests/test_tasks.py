@@ -22,6 +22,7 @@ FUNCTIONS = (
     "loss",
     "metrics",
     "evaluate",
+    "summary",
     "parity",
     "describe_parity",
     "present",
@@ -54,6 +55,7 @@ def test_task_module_contract(name, tmp_path):
     task.Head()  # every head key has a default
     for fn in FUNCTIONS:
         assert callable(getattr(task, fn)), fn
+    assert task.summary(tmp_path) == []  # a run directory without a file to summarise
     # An export identical to Keras agrees fully; a perturbed one less.
     rng = np.random.default_rng(0)
     reference = _outputs(task, rng)

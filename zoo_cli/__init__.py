@@ -652,11 +652,10 @@ def train_cmd(recipe, overrides, output, resume, workers, coordinator, num_proce
     metrics = json.loads((run / rundir.METRICS).read_text())
     shown = {k: v for k, v in metrics.items() if isinstance(v, float)}
     click.echo(f"zoo: finished {run}: " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items()))
-    from zoo.verification import IDENTITIES, most_errors
+    from zoo import tasks
 
-    hardest = most_errors(run)
-    if hardest:
-        click.echo(f"zoo: most errors at the threshold ({IDENTITIES}): " + "; ".join(hardest))
+    for line in tasks.get(loaded.task).summary(run):
+        click.echo(f"zoo: {line}")
 
 
 def _train_args(recipe: str, overrides, output: str, resume: bool) -> list[str]:

@@ -24,7 +24,8 @@ module provides (see classification.py, the reference):
   training ends, before the run saves it (faces' within-class whitening); returns whether it
   changed the model (`_common.finish`, the default, changes nothing);
 - `evaluate(model, data, run, recipe)`: flat metrics for metrics.json (the task's plots go
-  into `run`);
+  into `run`); `summary(run)`: lines `zoo-train` prints after the run's metrics
+  (`_common.summary`, the default: none);
 - `serving(model, format, input_dtype, any_size)`: (the model an export converts, a function
   from eval inputs to its inputs, {file name: text} written beside the export);
 - `AGREEMENT`, `TOLERANCE`, `PARITY_EXAMPLES`, `parity(reference, exported, targets,

@@ -17,6 +17,11 @@ def finish(model, data, recipe) -> bool:
     return False
 
 
+def summary(run) -> list[str]:
+    """Nothing for zoo-train to add after a run's metrics (the tasks' default)."""
+    return []
+
+
 def image_input(recipe, data=None):
     """(the model's input, its preprocessing layers, the net's input shape) for image tasks:
     [0, 255] pixels at data.image_size, scaled as data.normalization says. Trained on crops,

@@ -70,6 +70,7 @@ def one_hot(recipe) -> bool:
 model_input = _common.image_input
 serving = _common.image_serving
 finish = _common.finish
+summary = _common.summary
 
 
 def net(recipe, shape, classes: int, activation, preprocessing):

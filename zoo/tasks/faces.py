@@ -511,6 +511,17 @@ def evaluate(model, data, run, recipe) -> dict:
     return result
 
 
+def summary(run) -> list[str]:
+    """zoo-train's line after the metrics: the identities with the most errors at the run's
+    threshold (from its identities.tsv), where there are errors."""
+    from zoo import verification
+
+    hardest = verification.most_errors(run)
+    if not hardest:
+        return []
+    return [f"most errors at the threshold ({verification.IDENTITIES}): " + "; ".join(hardest)]
+
+
 def parity(reference: np.ndarray, exported: np.ndarray, targets, class_names) -> dict:
     """Cosine similarity of each exported embedding with Keras' (min and mean), and the ROC
     AUC of both on the eval pairs."""

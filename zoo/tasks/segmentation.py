@@ -148,6 +148,7 @@ def _check_crop(recipe) -> None:
 
 model_input = _common.image_input
 finish = _common.finish
+summary = _common.summary
 
 
 def serving(model, format: str, input_dtype: str = "float32", any_size: bool = False):

@@ -172,6 +172,7 @@ def read_vectors(path, vocabulary: list[str], seed: int = 0) -> np.ndarray:
 trainer = _classification.trainer
 encode = _classification.encode
 finish = _common.finish
+summary = _common.summary
 loss = _classification.loss
 metrics = _classification.metrics
 parity = _classification.parity

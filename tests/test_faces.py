@@ -398,6 +398,20 @@ def test_identity_errors_count_each_identitys_rejected_and_accepted_pairs():
     assert [(r["identity"], r["impostor_pairs"]) for r in rows] == [("a", 3), ("c", 2), ("b", 1)]
 
 
+def test_identities_tsv_keeps_any_folder_name_in_its_cell(tmp_path):
+    labels = np.array([0, 0, 1, 1])
+    first, second = np.triu_indices(4, k=1)
+    genuine = labels[first] == labels[second]
+    s = np.array([0.1, 0.9, 0.9, 0.1, 0.1, 0.9])  # (0, 1) rejected; two impostor pairs accepted
+    names = ["Ann\tLee", 'Bo "B" Ray']
+    rows = verification.identity_errors(s, genuine, first, second, labels, names, 0.5)
+    verification.write_identity_errors(tmp_path / verification.IDENTITIES, rows)
+    assert verification.most_errors(tmp_path) == [
+        "Ann\tLee (1 of 1 genuine pairs rejected, 2 impostor pairs accepted)",
+        'Bo "B" Ray (0 of 1 genuine pairs rejected, 2 impostor pairs accepted)',
+    ]
+
+
 def test_identification_rank1_on_made_up_embeddings():
     e = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [0.8, 0.6]], "float32")
     labels = np.array([0, 0, 1, 1, 1])

@@ -10,6 +10,8 @@ pairs.
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from pathlib import Path
 
@@ -211,7 +213,7 @@ def identity_errors(s, genuine, first, second, labels, names, threshold: float) 
         "genuine_pairs": count(a[genuine]),
         "rejected": count(a[genuine & ~accepted]),
         "impostor_pairs": count(a[impostor], b[impostor]),
-        "accepted": count(a[hits], b[hits]),
+        "accepted": count(taken[:, 0]),
     }
 
     def name(k):
@@ -232,9 +234,14 @@ def identity_errors(s, genuine, first, second, labels, names, threshold: float) 
 
 
 def write_identity_errors(path: Path, rows: list[dict]) -> None:
-    lines = ["\t".join(rows[0])] if rows else []
-    lines += ["\t".join(str(v) for v in row.values()) for row in rows]
-    rundir.write_text(path, "\n".join(lines) + "\n")
+    """`identity_errors`' rows as a tab-separated file with a header (csv's quoting keeps a
+    name with a tab or a quote in one cell)."""
+    text = io.StringIO()
+    if rows:
+        table = csv.DictWriter(text, fieldnames=list(rows[0]), delimiter="\t", lineterminator="\n")
+        table.writeheader()
+        table.writerows(rows)
+    rundir.write_text(path, text.getvalue() or "\n")
 
 
 def most_errors(run, shown: int = 3) -> list[str]:
@@ -243,8 +250,8 @@ def most_errors(run, shown: int = 3) -> list[str]:
     path = Path(run) / IDENTITIES
     if not path.is_file():
         return []
-    header, *rows = (line.split("\t") for line in path.read_text().splitlines())
-    rows = [dict(zip(header, row, strict=True)) for row in rows]
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
     return [
         f"{r['identity']} ({r['rejected']} of {r['genuine_pairs']} genuine pairs rejected, "
         f"{r['accepted']} impostor pairs accepted)"
